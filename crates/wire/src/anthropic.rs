@@ -1,0 +1,1 @@
+//! Anthropic Messages API wire types (filled in by the Anthropic work).

@@ -1,0 +1,1 @@
+//! Gemini generateContent wire types (filled in by the Gemini work).
