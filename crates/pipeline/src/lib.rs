@@ -1,1 +1,54 @@
-//! pipeline
+//! The data plane.
+//!
+//! A request runs these stages, in this order (stages of later issues are named where they will
+//! stand; each reads the request, writes the response or the context, and fails as noted):
+//!
+//! 1. **Edge** ([`edge`]): a request id on every response; the global body-size limit (413
+//!    before any parsing). Consumer auth, IP rules and plan checks join here.
+//! 2. **Admission** ([`admission`]): the body is parsed once into the canonical request;
+//!    malformed JSON, wrong types, empty messages and upstream-choosing fields (`api_base`, …)
+//!    are refused with a 400 naming the field.
+//! 3. **LLM** ([`llm`]): the router resolves the model (alias, `provider/model`, default
+//!    patterns, provider lists) and walks fallback chains per error class; the provider adapter
+//!    translates and calls. Upstream failures map to one status each ([`error`]).
+//! 4. **Egress** ([`egress`]): non-streaming bodies are forwarded (OpenAI-shaped upstreams) or
+//!    rendered; streams are re-encoded chunk by chunk, and a broken stream ends in an error event.
+//! 5. **Settle** ([`settle`]): usage from the provider, reported after the response.
+//!
+//! [`state`] holds the configuration snapshot that every request reads once.
+
+pub mod admission;
+pub mod edge;
+pub mod egress;
+pub mod embeddings;
+pub mod error;
+pub mod handlers;
+pub mod llm;
+pub mod settle;
+pub mod state;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use error::GatewayError;
+pub use state::{Gateway, Limits, Snapshot};
+
+/// The data-plane application.
+pub fn app(gw: Arc<Gateway>) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
+        .route("/v1/embeddings", post(create_embeddings))
+        .route("/v1/models", get(list_models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(gw)
+        .layer(axum::middleware::from_fn(edge::request_id))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,23 @@
-//! providers
+//! Provider adapters.
+//!
+//! - [`spec`]: a provider's kind, base URL, credential and options, validated.
+//! - [`vendors`]: the table of OpenAI-compatible vendors (data, not code).
+//! - [`provider`]: the handle the data plane calls; dispatches on the wire format to
+//!   [`openai`] (OpenAI, Azure, every compatible vendor), [`anthropic`] or [`gemini`].
+//! - [`http`]: the shared client (no redirects), error mapping, the SSE event stream.
+//! - [`error`]: `ProviderError` and its `ErrorClass`, which the router falls back on.
+//!
+//! Adapters never touch the store: they get a `ProviderSpec` and a canonical request.
+
+pub mod anthropic;
+pub mod error;
+pub mod gemini;
+pub mod http;
+pub mod openai;
+pub mod provider;
+pub mod spec;
+pub mod vendors;
+
+pub use error::{ErrorClass, ProviderError};
+pub use provider::{ChatOutput, ChunkStream, Provider, StreamItem};
+pub use spec::{ProviderKind, ProviderSpec, SpecError};

@@ -1,0 +1,165 @@
+//! The HTTP surface of the data plane. Handlers stay thin: read, admit, run the stages in
+//! [`crate`]'s order, render.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use providers::ChatOutput;
+use wire::anthropic::{MessagesRequest, chat_from_messages_request, messages_response_from_chat};
+use wire::openai::{ChatRequest, EmbeddingsRequest, ModelEntry, ModelList};
+
+use crate::admission::{parse, read_body, validate_chat, validate_embeddings};
+use crate::error::GatewayError;
+use crate::llm::{self, Served};
+use crate::settle;
+use crate::state::Gateway;
+use crate::{egress, embeddings};
+
+pub type Shared = Arc<Gateway>;
+
+const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
+const X_MODEL: HeaderName = HeaderName::from_static("x-gateway-model");
+const X_FALLBACK: HeaderName = HeaderName::from_static("x-gateway-fallback-reason");
+
+fn with_route<T>(mut resp: Response, served: &Served<T>) -> Response {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&served.provider) {
+        h.insert(X_PROVIDER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&served.model) {
+        h.insert(X_MODEL, v);
+    }
+    if let Some(reason) = served.fallback {
+        h.insert(X_FALLBACK, HeaderValue::from_static(reason.as_str()));
+    }
+    resp
+}
+
+fn json_bytes(body: impl Into<Body>) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
+}
+
+fn sse(body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+fn ready(gw: &Gateway) -> Result<(), GatewayError> {
+    if gw.is_ready() { Ok(()) } else { Err(GatewayError::NotReady) }
+}
+
+/// `POST /v1/chat/completions`
+pub async fn chat_completions(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
+    ready(&gw)?;
+    let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
+    let chat: ChatRequest = parse(&body)?;
+    validate_chat(&chat)?;
+    let snap = gw.snapshot();
+    if chat.is_stream() {
+        let served = llm::open_stream(&snap, &chat).await?;
+        let want_usage = chat.include_usage();
+        let on_end = settle::on_stream_end(&served, &chat.model);
+        let (first, rest) = served.value;
+        let served = Served { value: (), provider: served.provider, model: served.model, fallback: served.fallback };
+        let body = Body::from_stream(egress::openai(first, rest, want_usage, on_end));
+        return Ok(with_route(sse(body), &served));
+    }
+    let served = llm::complete(&snap, &chat).await?;
+    settle::record(&served, &chat.model, served.value.usage(), true);
+    let resp = match &served.value {
+        ChatOutput::Raw { body, .. } => json_bytes(body.clone()),
+        ChatOutput::Completion(c) => json_bytes(serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?),
+    };
+    Ok(with_route(resp, &served))
+}
+
+/// `POST /v1/messages`: Anthropic's format in and out, served by any provider.
+pub async fn messages(State(gw): State<Shared>, req: Request) -> Response {
+    match messages_inner(gw, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_anthropic_response(),
+    }
+}
+
+async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayError> {
+    ready(&gw)?;
+    let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
+    let m: MessagesRequest = parse(&body)?;
+    let chat = chat_from_messages_request(&m).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
+    validate_chat(&chat)?;
+    let snap = gw.snapshot();
+    if chat.is_stream() {
+        let served = llm::open_stream(&snap, &chat).await?;
+        let on_end = settle::on_stream_end(&served, &chat.model);
+        let (first, rest) = served.value;
+        let served = Served { value: (), provider: served.provider, model: served.model, fallback: served.fallback };
+        let body = Body::from_stream(egress::anthropic(first, rest, &chat.model, on_end));
+        return Ok(with_route(sse(body), &served));
+    }
+    let served = llm::complete(&snap, &chat).await?;
+    settle::record(&served, &chat.model, served.value.usage(), true);
+    let completion = served.value.clone().into_completion(&served.provider)?;
+    let out = messages_response_from_chat(&completion, &chat.model);
+    let bytes = serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?;
+    Ok(with_route(json_bytes(bytes), &served))
+}
+
+/// `POST /v1/embeddings`
+pub async fn create_embeddings(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
+    ready(&gw)?;
+    let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
+    let e: EmbeddingsRequest = parse(&body)?;
+    validate_embeddings(&e)?;
+    let snap = gw.snapshot();
+    let mut served = llm::embed(&snap, &e).await?;
+    if e.encoding_format.as_deref() == Some("base64") {
+        embeddings::to_base64(&mut served.value);
+    }
+    let usage = wire::openai::Usage::new(served.value.usage.prompt_tokens, 0, None);
+    settle::record(&served, &e.model, Some(usage), true);
+    let bytes = serde_json::to_vec(&served.value).map_err(|_| GatewayError::Internal)?;
+    Ok(with_route(json_bytes(bytes), &served))
+}
+
+/// `GET /v1/models`: aliases, then every model a provider lists, also as `provider/model`.
+pub async fn list_models(State(gw): State<Shared>) -> Response {
+    let snap = gw.snapshot();
+    let mut data: Vec<ModelEntry> = Vec::new();
+    let entry = |id: String, owner: &str| ModelEntry { id, object: "model".into(), created: 0, owned_by: owner.to_string() };
+    let mut aliases: Vec<_> = snap.table.routes().map(|r| r.name.clone()).collect();
+    aliases.sort();
+    data.extend(aliases.into_iter().map(|a| entry(a, "gateway")));
+    for p in snap.table.providers() {
+        for m in &p.models {
+            if !data.iter().any(|d| &d.id == m) {
+                data.push(entry(m.clone(), &p.name));
+            }
+            data.push(entry(format!("{}/{m}", p.name), &p.name));
+        }
+    }
+    let body = ModelList { object: "list".into(), data };
+    json_bytes(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+pub async fn healthz() -> Response {
+    json_bytes(&br#"{"status":"ok"}"#[..])
+}
+
+pub async fn readyz(State(gw): State<Shared>) -> Response {
+    if gw.is_ready() {
+        json_bytes(&br#"{"status":"ready"}"#[..])
+    } else {
+        GatewayError::NotReady.into_response()
+    }
+}
+
+pub async fn not_found() -> GatewayError {
+    GatewayError::InvalidRequest { message: "Unknown route.".into(), param: None }
+}
