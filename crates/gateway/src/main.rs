@@ -1,1 +1,201 @@
-fn main() {}
+//! `gateway`: one binary for the whole product.
+//!
+//! - `start`, `migrate`, `config check` work on the store and files directly ([`serve`],
+//!   [`config_file`], [`settings`]).
+//! - Every other command talks to a running gateway's admin API ([`cli`]).
+
+mod cli;
+mod config_file;
+mod serve;
+mod settings;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mimalloc::MiMalloc;
+use serde_json::json;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "ai-gateway: one OpenAI-compatible endpoint in front of every model")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the data plane (GATEWAY_PORT, 4080) and the admin plane (GATEWAY_ADMIN_PORT, 4081).
+    Start,
+    /// Run the store's migrations and exit.
+    Migrate,
+    /// Check a config file without starting (defaults to GATEWAY_CONFIG).
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Manage upstream providers (through the admin API).
+    Provider {
+        #[command(subcommand)]
+        cmd: ProviderCmd,
+    },
+    /// Manage public model names: aliases, targets and fallbacks (through the admin API).
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    Check { file: Option<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum ProviderCmd {
+    /// Add (or replace) a provider.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// openai, azure_openai, anthropic, gemini, groq, mistral, …, openai_compatible
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Read the API key from this environment variable.
+        #[arg(long)]
+        api_key_env: Option<String>,
+        /// Read the API key from the first line of standard input.
+        #[arg(long)]
+        api_key_stdin: bool,
+        #[arg(long)]
+        api_version: Option<String>,
+        /// Models the provider serves (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+    },
+    List,
+    /// Check one provider, or all.
+    Health { name: Option<String> },
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Add (or replace) a model alias.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// provider/model, repeatable; tried in order.
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        /// `class=a,b` or just `a,b` (class `any`), repeatable.
+        #[arg(long = "fallback")]
+        fallbacks: Vec<String>,
+    },
+    List,
+    Remove { name: String },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| {
+                let dev = std::env::var("GATEWAY_DEV").is_ok_and(|v| v == "1");
+                tracing_subscriber::EnvFilter::new(if dev { "debug" } else { "info" })
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.cmd)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cmd {
+        Cmd::Start => serve::start(settings::Settings::from_env()?).await?,
+        Cmd::Migrate => {
+            let s = settings::Settings::from_env()?;
+            serve::open_store(&s).await?;
+            println!("migrations applied to {}", if s.is_postgres() { "PostgreSQL" } else { "SQLite" });
+        }
+        Cmd::Config { cmd: ConfigCmd::Check { file } } => {
+            let file = file.or_else(config_file::path_from_env).context("no file given and GATEWAY_CONFIG is unset")?;
+            let cfg = config_file::load(&file, &HashSet::new())?;
+            println!("{}: ok ({} providers, {} models)", file.display(), cfg.providers.len(), cfg.models.len());
+        }
+        Cmd::Provider { cmd } => {
+            let c = cli::AdminClient::from_env()?;
+            match cmd {
+                ProviderCmd::Add { name, kind, base_url, api_key_env, api_key_stdin, api_version, models, priority } => {
+                    let key = cli::read_key(api_key_env.as_deref(), api_key_stdin)?;
+                    let body = json!({"name": name, "kind": kind, "base_url": base_url, "api_key": key,
+                        "api_version": api_version, "models": models, "priority": priority});
+                    let body = strip_nulls(body);
+                    c.call_put(&format!("/admin/providers/{name}"), body).await?;
+                    println!("provider {name} saved");
+                }
+                ProviderCmd::List => cli::print_providers(&c.get("/admin/providers").await?),
+                ProviderCmd::Health { name } => {
+                    let v = match name {
+                        Some(n) => c.get(&format!("/admin/providers/{n}/health")).await?,
+                        None => c.get("/admin/health/providers").await?,
+                    };
+                    if !cli::print_health(&v) {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                ProviderCmd::Remove { name } => {
+                    c.delete(&format!("/admin/providers/{name}")).await?;
+                    println!("provider {name} removed");
+                }
+            }
+        }
+        Cmd::Model { cmd } => {
+            let c = cli::AdminClient::from_env()?;
+            match cmd {
+                ModelCmd::Add { name, targets, fallbacks } => {
+                    c.call_put(&format!("/admin/models/{name}"), cli::model_body(&name, &targets, &fallbacks)?).await?;
+                    println!("model {name} saved");
+                }
+                ModelCmd::List => {
+                    for m in c.get("/admin/models").await?.as_array().into_iter().flatten() {
+                        println!("{}", serde_json::to_string(m)?);
+                    }
+                }
+                ModelCmd::Remove { name } => {
+                    c.delete(&format!("/admin/models/{name}")).await?;
+                    println!("model {name} removed");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}

@@ -1,0 +1,226 @@
+//! The catalog: providers and models as operators write them (YAML file, admin API, CLI), their
+//! validation, their storage form, and the data-plane snapshot built from the store.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use pipeline::Snapshot;
+use providers::{ProviderSpec, SpecError};
+use router::{Fallbacks, Route, Target};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use store::{ModelInput, ModelRecord, ProviderInput, ProviderRecord, Store};
+use wire::secret::Secret;
+
+/// A provider definition. `api_key` is write-only: it deserialises, never serialises.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderDef {
+    pub name: String,
+    /// `openai`, `azure_openai`, `anthropic`, `gemini`, or an OpenAI-compatible vendor
+    /// (`groq`, `mistral`, …, `openai_compatible`).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// Azure OpenAI: the `api-version` query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Azure OpenAI: model name → deployment name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployments: BTreeMap<String, String>,
+    /// Model names this provider serves (routes names no alias or pattern claims).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Higher wins when several providers list a model.
+    #[serde(default)]
+    pub priority: i64,
+    /// Deadline for a whole answer, or a stream's first byte (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A public model name and how it is served.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDef {
+    pub name: String,
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub fallbacks: Fallbacks,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
+}
+
+/// A validation failure, with the field path it concerns (e.g. `models[0].targets[1].provider`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DefError {
+    pub path: String,
+    pub message: String,
+}
+
+impl DefError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        DefError { path: path.into(), message: message.into() }
+    }
+}
+
+impl ProviderDef {
+    /// Checks the definition; `path` prefixes field names in the error.
+    pub fn spec(&self, path: &str) -> Result<ProviderSpec, DefError> {
+        let mut spec = ProviderSpec::build(&self.name, &self.kind, self.base_url.as_deref(), self.api_key.clone())
+            .map_err(|e| {
+                let field = match e {
+                    SpecError::UnknownKind(..) => "kind",
+                    SpecError::BadName(_) => "name",
+                    SpecError::MissingBaseUrl(..) | SpecError::BadBaseUrl(_) => "base_url",
+                    SpecError::MissingApiVersion(_) => "api_version",
+                };
+                DefError::new(format!("{path}.{field}"), e.to_string())
+            })?;
+        if spec.kind == providers::ProviderKind::AzureOpenAi && self.api_version.is_none() {
+            return Err(DefError::new(format!("{path}.api_version"), SpecError::MissingApiVersion(self.name.clone()).to_string()));
+        }
+        if let Some(t) = self.timeout_secs {
+            if t == 0 || t > 3600 {
+                return Err(DefError::new(format!("{path}.timeout_secs"), "must be between 1 and 3600"));
+            }
+            spec.timeout = Duration::from_secs(t);
+        }
+        spec.api_version = self.api_version.clone();
+        spec.deployments = self.deployments.clone().into_iter().collect();
+        spec.models = self.models.clone();
+        spec.priority = self.priority;
+        Ok(spec)
+    }
+
+    pub fn to_input(&self) -> ProviderInput {
+        let mut input = ProviderInput::new(self.name.clone(), self.kind.clone());
+        input.base_url = self.base_url.clone();
+        input.api_key = self.api_key.clone();
+        input.options = json!({
+            "api_version": self.api_version,
+            "deployments": self.deployments,
+            "timeout_secs": self.timeout_secs,
+        });
+        input.models = self.models.clone();
+        input.priority = self.priority;
+        input.enabled = self.enabled;
+        input
+    }
+
+    pub fn from_record(r: &ProviderRecord) -> ProviderDef {
+        let opt = |k: &str| r.options.get(k).cloned().unwrap_or(Value::Null);
+        ProviderDef {
+            name: r.name.clone(),
+            kind: r.kind.clone(),
+            base_url: r.base_url.clone(),
+            api_key: r.api_key.clone(),
+            api_version: serde_json::from_value(opt("api_version")).unwrap_or_default(),
+            deployments: serde_json::from_value(opt("deployments")).unwrap_or_default(),
+            models: r.models.clone(),
+            priority: r.priority,
+            timeout_secs: serde_json::from_value(opt("timeout_secs")).unwrap_or_default(),
+            enabled: r.enabled,
+        }
+    }
+}
+
+impl ModelDef {
+    /// Checks the definition against the provider names that exist.
+    pub fn check(&self, path: &str, providers: &HashSet<String>) -> Result<(), DefError> {
+        if self.name.trim().is_empty() {
+            return Err(DefError::new(format!("{path}.name"), "must not be empty"));
+        }
+        if self.targets.is_empty() {
+            return Err(DefError::new(format!("{path}.targets"), "needs at least one target"));
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if !providers.contains(&t.provider) {
+                return Err(DefError::new(
+                    format!("{path}.targets[{i}].provider"),
+                    format!("unknown provider '{}'", t.provider),
+                ));
+            }
+            if t.model.trim().is_empty() {
+                return Err(DefError::new(format!("{path}.targets[{i}].model"), "must not be empty"));
+            }
+        }
+        if self.fallbacks.all_names().any(|n| n == &self.name) {
+            return Err(DefError::new(format!("{path}.fallbacks"), "a model cannot fall back to itself"));
+        }
+        Ok(())
+    }
+
+    pub fn to_input(&self) -> ModelInput {
+        let mut input = ModelInput::new(self.name.clone());
+        input.targets = serde_json::to_value(&self.targets).unwrap_or(Value::Null);
+        input.fallbacks = serde_json::to_value(&self.fallbacks).unwrap_or(Value::Null);
+        input.options = json!({"context_window": self.context_window, "pricing": self.pricing});
+        input
+    }
+
+    pub fn from_record(r: &ModelRecord) -> Result<ModelDef, DefError> {
+        let bad = |f: &str, e: serde_json::Error| DefError::new(format!("models.{}.{f}", r.name), e.to_string());
+        Ok(ModelDef {
+            name: r.name.clone(),
+            targets: serde_json::from_value(r.targets.clone()).map_err(|e| bad("targets", e))?,
+            fallbacks: if r.fallbacks.is_null() {
+                Fallbacks::default()
+            } else {
+                serde_json::from_value(r.fallbacks.clone()).map_err(|e| bad("fallbacks", e))?
+            },
+            context_window: r.options.get("context_window").and_then(Value::as_u64),
+            pricing: r.options.get("pricing").and_then(|p| serde_json::from_value(p.clone()).ok()),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Invalid(#[from] DefError),
+}
+
+/// Builds the data-plane snapshot from what the store holds. A stored row that no longer
+/// validates fails the whole build, so a reload keeps the previous snapshot instead.
+pub async fn snapshot_from_store(store: &Store, http: &reqwest::Client) -> Result<Snapshot, CatalogError> {
+    let mut specs = Vec::new();
+    for (i, r) in store.list_providers().await?.iter().enumerate() {
+        if !r.enabled {
+            continue;
+        }
+        specs.push(ProviderDef::from_record(r).spec(&format!("providers[{i}]"))?);
+    }
+    let routes = store
+        .list_models()
+        .await?
+        .iter()
+        .map(|r| {
+            ModelDef::from_record(r).map(|d| Route { name: d.name, targets: d.targets, fallbacks: d.fallbacks })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Snapshot::build(specs, routes, http))
+}

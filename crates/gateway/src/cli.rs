@@ -1,0 +1,109 @@
+//! CLI commands that talk to a running gateway's admin API (`GATEWAY_ADMIN_URL`, default
+//! `http://127.0.0.1:4081`, with `GATEWAY_ADMIN_TOKEN`).
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+pub struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    pub fn from_env() -> anyhow::Result<AdminClient> {
+        let base = std::env::var("GATEWAY_ADMIN_URL").unwrap_or_else(|_| "http://127.0.0.1:4081".into());
+        let token = std::env::var("GATEWAY_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .context("GATEWAY_ADMIN_TOKEN is not set (it was printed once when the gateway first started)")?;
+        Ok(AdminClient { base: base.trim_end_matches('/').to_string(), token, http: crate::serve::http_client()? })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if !status.is_success() {
+            let msg = v.pointer("/error/message").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_string);
+            bail!("admin API answered {}: {msg}", status.as_u16());
+        }
+        Ok(v)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn call_put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// Reads a provider key without putting it on the command line (where `ps` would show it).
+pub fn read_key(from_env: Option<&str>, from_stdin: bool) -> anyhow::Result<Option<String>> {
+    if let Some(var) = from_env {
+        return std::env::var(var).map(Some).with_context(|| format!("{var} is not set"));
+    }
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("cannot read the key from stdin")?;
+        return Ok(Some(line.trim().to_string()));
+    }
+    Ok(None)
+}
+
+pub fn print_providers(v: &Value) {
+    println!("{:<20} {:<18} {:<45} {:<4} {:>8}", "NAME", "KIND", "BASE URL", "KEY", "PRIORITY");
+    for p in v.as_array().into_iter().flatten() {
+        let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        let key = if p.get("has_api_key").and_then(Value::as_bool).unwrap_or(false) { "yes" } else { "no" };
+        let prio = p.get("priority").and_then(Value::as_i64).unwrap_or(0);
+        println!("{:<20} {:<18} {:<45} {:<4} {:>8}", s("name"), s("kind"), s("base_url"), key, prio);
+    }
+}
+
+pub fn print_health(v: &Value) -> bool {
+    let rows: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    let mut all_ok = true;
+    for h in rows {
+        let ok = h.get("ok").and_then(Value::as_bool).unwrap_or(false);
+        all_ok &= ok;
+        let name = h.get("provider").and_then(Value::as_str).unwrap_or("?");
+        let ms = h.get("latency_ms").and_then(Value::as_u64).unwrap_or(0);
+        match h.get("error").and_then(Value::as_str) {
+            Some(e) => println!("{name:<20} FAIL {ms:>6} ms  {e}"),
+            None => println!("{name:<20} ok   {ms:>6} ms"),
+        }
+    }
+    all_ok
+}
+
+pub fn model_body(name: &str, targets: &[String], fallbacks: &[String]) -> anyhow::Result<Value> {
+    let targets = targets
+        .iter()
+        .map(|t| {
+            let (p, m) = t.split_once('/').with_context(|| format!("target '{t}' must be provider/model"))?;
+            Ok(json!({"provider": p, "model": m}))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut fb = serde_json::Map::new();
+    for f in fallbacks {
+        let (class, models) = f.split_once('=').unwrap_or(("any", f.as_str()));
+        let list: Vec<Value> = models.split(',').map(|m| Value::String(m.trim().to_string())).collect();
+        fb.insert(class.to_string(), Value::Array(list));
+    }
+    Ok(json!({"name": name, "targets": targets, "fallbacks": fb}))
+}

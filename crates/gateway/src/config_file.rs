@@ -1,0 +1,184 @@
+//! Config as code: the YAML file named by `GATEWAY_CONFIG`, applied to the store at start (and
+//! checked by `gateway config check`). `${VAR}` is replaced by the environment variable's value
+//! before parsing; every error names the file, the line and the field.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use admin::catalog::{ModelDef, ProviderDef};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub providers: Vec<ProviderDef>,
+    #[serde(default)]
+    pub models: Vec<ModelDef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// Reads, interpolates, parses and validates a config file. `existing` are provider names the
+/// store already has (a model may target them).
+pub fn load(path: &Path, existing: &HashSet<String>) -> Result<ConfigFile, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: 0,
+        field: "-".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&file, &text, &|k| std::env::var(k).ok(), existing)
+}
+
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    existing: &HashSet<String>,
+) -> Result<ConfigFile, ConfigError> {
+    let err = |line: usize, field: &str, message: String| ConfigError {
+        file: file.to_string(),
+        line,
+        field: field.to_string(),
+        message,
+    };
+    let text = interpolate(text, env).map_err(|(line, var)| {
+        err(line, "-", format!("environment variable {var} is not set"))
+    })?;
+    let de = serde_yaml::Deserializer::from_str(&text);
+    let cfg: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map_or(0, |l| l.line());
+        // serde_yaml appends "at line X column Y"; the line is already in the prefix.
+        let msg = inner.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        err(line, &field, msg)
+    })?;
+    validate(&cfg, existing).map_err(|(path, message)| err(locate(&text, &path), &path, message))?;
+    Ok(cfg)
+}
+
+fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String, String)> {
+    let mut names = existing.clone();
+    let mut seen = HashSet::new();
+    for (i, p) in cfg.providers.iter().enumerate() {
+        let path = format!("providers[{i}]");
+        p.spec(&path).map_err(|e| (e.path, e.message))?;
+        if !seen.insert(p.name.clone()) {
+            return Err((format!("{path}.name"), format!("provider '{}' is defined twice", p.name)));
+        }
+        names.insert(p.name.clone());
+    }
+    let mut models = HashSet::new();
+    for (i, m) in cfg.models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        m.check(&path, &names).map_err(|e| (e.path, e.message))?;
+        if !models.insert(m.name.clone()) {
+            return Err((format!("{path}.name"), format!("model '{}' is defined twice", m.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` everywhere; `$${` escapes a literal `${`. Returns the line and name of the
+/// first unset variable.
+fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(i) = rest.find("${") {
+            if rest[..i].ends_with('$') {
+                out.push_str(&rest[..i - 1]);
+                out.push_str("${");
+                rest = &rest[i + 2..];
+                continue;
+            }
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[i..]);
+                rest = "";
+                break;
+            };
+            let name = &after[..end];
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err((n + 1, name.to_string())),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// The line (1-based) where a field path such as `models[1].targets[0].provider` is written, in
+/// block-style YAML; the nearest ancestor found when the exact spot is not (flow style).
+fn locate(text: &str, path: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut from = 0usize;
+    let mut min_indent = 0usize;
+    let mut found = 0usize;
+    for seg in path.split('.') {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        // The key, at an indentation deeper than its parent's, after the parent's line.
+        let Some(at) = (from..lines.len()).find(|&i| {
+            let l = lines[i];
+            let t = l.trim_start().trim_start_matches("- ");
+            indent(l) >= min_indent && (t.starts_with(&format!("{key}:")) || t.starts_with(&format!("{{{key}:")))
+        }) else {
+            break;
+        };
+        found = at + 1;
+        from = at;
+        min_indent = indent(lines[at]);
+        if let Some(idx) = index {
+            // The idx-th list item under the key.
+            let mut count = 0;
+            let mut hit = None;
+            for (i, l) in lines.iter().enumerate().skip(at + 1) {
+                let t = l.trim_start();
+                if !t.is_empty() && !t.starts_with('#') && indent(l) <= min_indent && !t.starts_with("- ") {
+                    break;
+                }
+                if t.starts_with("- ") {
+                    if count == idx {
+                        hit = Some(i);
+                        break;
+                    }
+                    count += 1;
+                }
+            }
+            match hit {
+                Some(i) => {
+                    found = i + 1;
+                    from = i;
+                    min_indent = indent(lines[i]);
+                }
+                None => break,
+            }
+        }
+    }
+    found.max(1)
+}
+
+pub fn path_from_env() -> Option<PathBuf> {
+    std::env::var("GATEWAY_CONFIG").ok().filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+use super::*;
+
+const GOOD: &str = r#"
+providers:
+  - {name: openai, kind: openai, api_key: "${OPENAI_API_KEY}"}
+  - {name: claude, kind: anthropic, api_key: "${ANTHROPIC_API_KEY}"}
+  - {name: local-vllm, kind: openai_compatible, base_url: "http://127.0.0.1:8000/v1"}
+models:
+  - name: smart                      # what consumers send as "model"
+    targets: [{provider: claude, model: claude-sonnet-4-5}]
+    fallbacks: {any: [gpt-4o]}
+  - name: gpt-4o
+    targets: [{provider: openai, model: gpt-4o}]
+"#;
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "OPENAI_API_KEY" => Some("sk-openai".into()),
+        "ANTHROPIC_API_KEY" => Some("sk-ant".into()),
+        _ => None,
+    }
+}
+
+fn parse_str(text: &str) -> Result<ConfigFile, ConfigError> {
+    parse("gw.yaml", text, &env, &HashSet::new())
+}
+
+#[test]
+fn the_issue_example_loads_with_secrets_interpolated() {
+    let cfg = parse_str(GOOD).map_err(|e| e.to_string());
+    let cfg = cfg.as_ref().ok();
+    assert_eq!(cfg.map(|c| c.providers.len()), Some(3));
+    let key = cfg.and_then(|c| c.providers[0].api_key.as_ref()).map(|k| k.expose().to_string());
+    assert_eq!(key.as_deref(), Some("sk-openai"));
+    assert_eq!(cfg.map(|c| c.models[0].fallbacks.any.clone()), Some(vec!["gpt-4o".to_string()]));
+}
+
+#[test]
+fn an_unset_variable_names_its_line() {
+    let text = "providers:\n  - name: x\n    kind: openai\n    api_key: ${NOPE}\n";
+    let e = parse_str(text).err().map(|e| e.to_string());
+    assert_eq!(e.as_deref(), Some("gw.yaml:4: -: environment variable NOPE is not set"));
+}
+
+#[test]
+fn an_unknown_field_names_file_line_and_field() {
+    let text = "providers:\n  - name: x\n    kind: openai\n    api_kee: abc\n";
+    let e = parse_str(text).err();
+    assert_eq!(e.as_ref().map(|e| (e.line, e.field.as_str())), Some((4, "providers[0]")));
+    assert!(e.is_some_and(|e| e.message.contains("api_kee")));
+}
+
+#[test]
+fn a_wrong_type_names_the_field() {
+    let text = "providers:\n  - name: x\n    kind: openai\n    priority: high\n";
+    let e = parse_str(text).err();
+    assert_eq!(e.as_ref().map(|e| (e.line, e.field.as_str())), Some((4, "providers[0].priority")));
+}
+
+#[test]
+fn a_target_naming_an_unknown_provider_points_at_its_line() {
+    let text = "providers:\n  - name: a\n    kind: openai\nmodels:\n  - name: m\n    targets:\n      - provider: b\n        model: x\n";
+    let e = parse_str(text).err();
+    assert_eq!(
+        e.as_ref().map(|e| (e.line, e.field.as_str())),
+        Some((7, "models[0].targets[0].provider"))
+    );
+}
+
+#[test]
+fn a_bad_kind_lists_the_known_ones() {
+    let text = "providers:\n  - name: a\n    kind: openia\n";
+    let e = parse_str(text).err();
+    assert_eq!(e.as_ref().map(|e| (e.line, e.field.as_str())), Some((3, "providers[0].kind")));
+    assert!(e.is_some_and(|e| e.message.contains("azure_openai")));
+}
+
+#[test]
+fn a_secret_is_not_echoed_in_errors() {
+    let text = "providers:\n  - name: a\n    kind: openai\n    api_key: ${OPENAI_API_KEY}\n    priority: [1]\n";
+    let e = parse_str(text).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(!e.contains("sk-openai"), "{e}");
+}
+
+#[test]
+fn dollar_dollar_escapes() {
+    let out = interpolate("a: $${X} ${OPENAI_API_KEY}\n", &env);
+    assert_eq!(out, Ok("a: ${X} sk-openai\n".to_string()));
+}

@@ -1,0 +1,69 @@
+//! Process settings from the environment (DESIGN §1), parsed and checked once at start.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub port: u16,
+    pub admin_port: u16,
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub config_file: Option<PathBuf>,
+    pub max_body_bytes: usize,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn port(name: &str, default: u16) -> anyhow::Result<u16> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().with_context(|| format!("{name} must be a port number, got '{v}'")),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Settings> {
+        let data_dir = match var("GATEWAY_DATA_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let home = var("HOME").context("GATEWAY_DATA_DIR is unset and so is HOME")?;
+                PathBuf::from(home).join(".ai-gateway")
+            }
+        };
+        let database_url = match var("GATEWAY_DATABASE_URL") {
+            Some(u) => {
+                if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                    bail!("GATEWAY_DATABASE_URL must start with sqlite: or postgres://");
+                }
+                u
+            }
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("gateway.db").display()),
+        };
+        let max_body_bytes = match var("GATEWAY_MAX_BODY_BYTES") {
+            None => pipeline::Limits::default().max_body_bytes,
+            Some(v) => v.trim().parse().context("GATEWAY_MAX_BODY_BYTES must be a number of bytes")?,
+        };
+        let s = Settings {
+            port: port("GATEWAY_PORT", 4080)?,
+            admin_port: port("GATEWAY_ADMIN_PORT", 4081)?,
+            bind: var("GATEWAY_BIND").unwrap_or_else(|| "127.0.0.1".into()),
+            data_dir,
+            database_url,
+            config_file: var("GATEWAY_CONFIG").map(PathBuf::from),
+            max_body_bytes,
+        };
+        if s.port == s.admin_port && s.port != 0 {
+            bail!("GATEWAY_PORT and GATEWAY_ADMIN_PORT must differ (both are {})", s.port);
+        }
+        Ok(s)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
