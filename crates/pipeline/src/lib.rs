@@ -50,5 +50,3 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn(edge::request_id))
 }
 
-#[cfg(test)]
-mod tests;

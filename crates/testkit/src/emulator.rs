@@ -142,12 +142,12 @@ impl EmulatorState {
         }
     }
 
-    /// Words to send for a request that asked for at most `max_tokens`.
-    pub fn answer_len(&self, max_tokens: Option<u32>) -> Option<usize> {
-        match (max_tokens, self.config.stream_chunks) {
-            (Some(m), _) => Some(m as usize),
-            (None, 0) => None,
-            (None, n) => Some(n),
+    /// How long the answer to a request that allows `max_tokens` is: the natural echo (or
+    /// `stream_chunks` words when configured), never more than `max_tokens`.
+    pub fn answer_len(&self, max_tokens: Option<u32>) -> crate::reply::Length {
+        crate::reply::Length {
+            pad_to: (self.config.stream_chunks > 0).then_some(self.config.stream_chunks),
+            cap: max_tokens.map(|m| m as usize),
         }
     }
 }
@@ -265,6 +265,10 @@ pub fn sse_body(events: Vec<Bytes>, fault: Option<Fault>) -> Response {
         for (i, ev) in events.into_iter().enumerate() {
             match &fault {
                 Some(Fault::CutMidStream { after_events }) if i == *after_events => {
+                    // Let what was sent reach the client first, so the cut is really mid-stream.
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
                     yield Err(std::io::Error::other("emulator: cut mid-stream"));
                     return;
                 }

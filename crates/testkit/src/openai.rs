@@ -237,8 +237,8 @@ impl Answer {
         if json_mode {
             words = vec![json!({"echo": words.join(" ")}).to_string()];
         }
-        let finish = match cap {
-            Some(c) if natural > c && req.max_output_tokens().is_some() => "length",
+        let finish = match cap.cap {
+            Some(c) if natural.max(cap.pad_to.unwrap_or(0)) > c => "length",
             _ => "stop",
         };
         Answer { words, tool_call: None, finish }
@@ -412,6 +412,14 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 async fn openai_models(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    // Anthropic serves the same path with its own header and shape.
+    if let Some(k) = headers.get("x-api-key") {
+        if k.as_bytes() != s.config.api_key.as_bytes() {
+            return json_response(401, &[], &json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}));
+        }
+        let data = json!([{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}]);
+        return json_response(200, &[], &json!({"data": data, "has_more": false, "first_id": "claude-sonnet-4-5", "last_id": "claude-sonnet-4-5"}));
+    }
     if !bearer_ok(&s, &headers) {
         return auth_error();
     }

@@ -1,19 +1,34 @@
 //! Deterministic answers, so tests can assert on content and token counts.
 
-/// The words of the answer to `prompt`: `"Echo: <prompt words>"`, padded with `wordN` or cut so
-/// that it has exactly `n` words when `n` is given.
-pub fn words(prompt: &str, n: Option<usize>) -> Vec<String> {
+/// How long an answer is: padded with `wordN` up to `pad_to`, then cut at `cap`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Length {
+    pub pad_to: Option<usize>,
+    pub cap: Option<usize>,
+}
+
+/// `Some(n)`: exactly `n` words; `None`: the natural answer.
+impl From<Option<usize>> for Length {
+    fn from(n: Option<usize>) -> Self {
+        Length { pad_to: n, cap: n }
+    }
+}
+
+/// The words of the answer to `prompt`: `"Echo: <prompt words>"`, padded and cut as `len` says.
+pub fn words(prompt: &str, len: impl Into<Length>) -> Vec<String> {
+    let len = len.into();
     let mut out: Vec<String> = std::iter::once("Echo:".to_string())
         .chain(prompt.split_whitespace().map(str::to_string))
         .collect();
-    if let Some(n) = n {
-        let n = n.max(1);
+    if let Some(n) = len.pad_to {
         let mut i = 0;
         while out.len() < n {
             out.push(format!("word{i}"));
             i += 1;
         }
-        out.truncate(n);
+    }
+    if let Some(c) = len.cap {
+        out.truncate(c.max(1));
     }
     out
 }
