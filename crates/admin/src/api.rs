@@ -34,6 +34,7 @@ pub async fn reload(s: &AdminState) -> Result<(), AdminError> {
 }
 
 async fn audit(s: &AdminState, action: &str, target: &str, detail: Value) {
+    let detail = if detail.is_null() { json!({}) } else { detail };
     let entry = AuditInput { actor: "admin".into(), action: action.into(), target: Some(target.into()), detail };
     if let Err(e) = s.store.append_audit(&entry).await {
         tracing::warn!(error = %e, action, "audit write failed");

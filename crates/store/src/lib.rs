@@ -1,1 +1,40 @@
-//! store
+//! The gateway's persistent state on SQLite (embedded default) or PostgreSQL (scale-out), behind
+//! one [`Store`] handle and one set of queries.
+//!
+//! Map of the crate:
+//! - [`db`]: [`Store::connect`] picks the backend from the URL, opens a pool (SQLite in WAL mode
+//!   with foreign keys and a busy timeout), runs migrations, and opens write transactions.
+//!   Why one `Any` pool and not an enum of pools is written there.
+//! - `migrations`: the schema history, embedded from `migrations/{sqlite,postgres}/`.
+//! - [`crypto`]: [`Cipher`] (AES-256-GCM, each ciphertext bound to its row) and the
+//!   `encryption.key` file in the data directory.
+//! - Repositories, each an `impl Store` block over one table: [`providers`] (keys encrypted at
+//!   rest), [`models`] (routes and aliases, JSON kept as `serde_json::Value`), [`settings`]
+//!   (including an atomic set-if-absent), [`audit`] (append-only admin log).
+//! - `columns`: the shared column conventions (uuid v7 text ids, unix-millisecond times, JSON
+//!   text, booleans on both backends).
+//! - [`error`]: [`StoreError`]; unique violations from either backend become `Conflict`.
+//!
+//! Data flows one way: callers hand in `*Input` values and get `*Record` values back; the store
+//! knows nothing of HTTP or of what the JSON columns mean. Every query uses bound parameters.
+
+pub mod audit;
+mod columns;
+pub mod crypto;
+pub mod db;
+pub mod error;
+mod migrations;
+pub mod models;
+pub mod providers;
+pub mod settings;
+
+pub use audit::{AuditInput, AuditRecord};
+pub use crypto::Cipher;
+pub use crypto::key_file::load_or_create_key_file;
+pub use db::{Backend, Store};
+pub use error::StoreError;
+pub use models::{ModelInput, ModelRecord};
+pub use providers::{ProviderInput, ProviderRecord, ProviderView};
+
+#[cfg(test)]
+mod tests;

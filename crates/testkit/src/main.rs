@@ -1,5 +1,6 @@
-//! `emulator [--port N] [--chunks N] [--key K]`: the provider emulators as a standalone server,
-//! for the end-to-end suite and the benchmark.
+//! `emulator [--port N] [--chunks N] [--key K] [--threads N] [--record true|false]`: the provider
+//! emulators as a standalone server, for the end-to-end suite and the benchmark (which turns
+//! recording off so that a long run neither grows nor spends time on the request log).
 
 use mimalloc::MiMalloc;
 
@@ -17,6 +18,7 @@ fn main() -> anyhow::Result<()> {
             "--chunks" => config.stream_chunks = v.parse()?,
             "--key" => config.api_key = v,
             "--threads" => config.threads = v.parse()?,
+            "--record" => config.record = v.parse()?,
             other => anyhow::bail!("unknown flag {other}"),
         }
     }

@@ -1,0 +1,162 @@
+//! The connection: which backend a URL names, the pool, per-connection SQLite settings, the
+//! migration run and the write transaction every multi-statement change goes through.
+//!
+//! Why the sqlx `Any` driver rather than an enum over two pools: every query is written once with
+//! `$1` placeholders (SQLite accepts them) and the repositories have a single code path, so the
+//! two backends cannot drift apart silently. The price is `Any`'s small type set (integers,
+//! floats, text, bytes, bool): timestamps are i64 milliseconds, ids and JSON are text, and
+//! booleans are read through `columns`. Where a backend needs different SQL (pgvector,
+//! FTS5), a repository branches on [`Store::backend`] and still runs through the same pool.
+
+use std::sync::Arc;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::migrations;
+use crate::{Cipher, StoreError};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a connection URL names: `sqlite:…` or `postgres://…`/`postgresql://…`.
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Invalid(
+                "database URL must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+}
+
+/// SQLite allows one writer at a time; more connections only serve concurrent readers.
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+const POSTGRES_MAX_CONNECTIONS: u32 = 16;
+
+/// The repositories' handle: a pool, its backend and the cipher for secrets at rest. Cheap to
+/// clone (everything inside is shared).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+    pub(crate) cipher: Arc<Cipher>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a pool for `sqlite://path?mode=rwc` (WAL, foreign keys, busy timeout) or
+    /// `postgres://…`. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str, cipher: Cipher) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::Invalid("database URL cannot be parsed".into()))?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(SQLITE_MAX_CONNECTIONS)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // A writer waits up to 5 s for the lock before `SQLITE_BUSY`.
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?;
+                enable_wal(&pool).await?;
+                pool
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(POSTGRES_MAX_CONNECTIONS)
+                    .connect_with(options)
+                    .await?
+            }
+        };
+        Ok(Store {
+            pool,
+            backend,
+            cipher: Arc::new(cipher),
+        })
+    }
+
+    /// Applies every pending migration; running it again (or from a second instance) is a no-op.
+    ///
+    /// PostgreSQL serialises concurrent runs with sqlx's advisory lock. SQLite has no such lock,
+    /// so the run happens inside one `BEGIN IMMEDIATE` transaction: a second process waits for
+    /// the first and then finds nothing to do.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = migrations::migrator(self.backend);
+        match self.backend {
+            Backend::Sqlite => {
+                let mut tx = self.begin_write().await?;
+                migrator.run(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            Backend::Postgres => migrator.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction for a read-then-write change. On SQLite it takes the write lock up
+    /// front (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later fails
+    /// with `SQLITE_BUSY` when another writer got in between, and the busy timeout cannot help.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        Ok(self.pool.begin_with(begin).await?)
+    }
+}
+
+/// WAL lets readers proceed while one writer commits. The mode is stored in the database file,
+/// so it is set once here rather than on every connection (switching needs an exclusive lock).
+async fn enable_wal(pool: &AnyPool) -> Result<(), StoreError> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await?;
+    if mode.eq_ignore_ascii_case("wal") || mode.eq_ignore_ascii_case("memory") {
+        return Ok(());
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+        .fetch_one(pool)
+        .await?;
+    if mode.eq_ignore_ascii_case("wal") {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "SQLite refused WAL journal mode (got {mode})"
+        )))
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust workspace (unit, property, store suite on SQLite and PostgreSQL,
+# data plane against the provider emulators) and the end-to-end suite that drives the real
+# `gateway` binary with the official openai and anthropic Python SDKs.
+#
+#   scripts/test.sh
+#
+# Needs: cargo, python3 (with venv), and PostgreSQL server binaries (installed by this script
+# through apt-get when missing and running as root). Everything listens on 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A throwaway PostgreSQL for the store suite; stopped again on exit.
+eval "$(scripts/test-postgres.sh)"
+trap 'scripts/test-postgres.sh stop >/dev/null 2>&1 || true' EXIT
+
+echo "== cargo build (binaries for the end-to-end suite)"
+cargo build --locked -p gateway -p testkit --bins
+
+echo "== cargo test"
+cargo test --locked --workspace --no-fail-fast
+
+echo "== end-to-end: official SDKs against the gateway binary"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+.venv/bin/python -m pytest e2e -q
