@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use pipeline::Gateway;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -35,7 +35,12 @@ pub async fn reload(s: &AdminState) -> Result<(), AdminError> {
 
 async fn audit(s: &AdminState, action: &str, target: &str, detail: Value) {
     let detail = if detail.is_null() { json!({}) } else { detail };
-    let entry = AuditInput { actor: "admin".into(), action: action.into(), target: Some(target.into()), detail };
+    let entry = AuditInput {
+        actor: "admin".into(),
+        action: action.into(),
+        target: Some(target.into()),
+        detail,
+    };
     if let Err(e) = s.store.append_audit(&entry).await {
         tracing::warn!(error = %e, action, "audit write failed");
     }
@@ -45,17 +50,29 @@ fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, AdminError> {
     serde_json::from_slice(raw).map_err(|e| AdminError::BadBody(format!("invalid body: {e}")))
 }
 
-pub async fn list_providers(State(s): State<Shared>) -> Result<Json<Vec<ProviderView>>, AdminError> {
+pub async fn list_providers(
+    State(s): State<Shared>,
+) -> Result<Json<Vec<ProviderView>>, AdminError> {
     let rows = s.store.list_providers().await?;
     Ok(Json(rows.iter().map(ProviderView::from).collect()))
 }
 
-pub async fn get_provider(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<ProviderView>, AdminError> {
-    let r = s.store.get_provider(&name).await?.ok_or_else(|| AdminError::NotFound(format!("provider '{name}'")))?;
+pub async fn get_provider(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<ProviderView>, AdminError> {
+    let r = s
+        .store
+        .get_provider(&name)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("provider '{name}'")))?;
     Ok(Json(ProviderView::from(&r)))
 }
 
-pub async fn create_provider(State(s): State<Shared>, raw: axum::body::Bytes) -> Result<Response, AdminError> {
+pub async fn create_provider(
+    State(s): State<Shared>,
+    raw: axum::body::Bytes,
+) -> Result<Response, AdminError> {
     let def: ProviderDef = body(&raw)?;
     def.spec("provider")?;
     let rec = s.store.create_provider(&def.to_input()).await?;
@@ -64,29 +81,50 @@ pub async fn create_provider(State(s): State<Shared>, raw: axum::body::Bytes) ->
     Ok((StatusCode::CREATED, Json(ProviderView::from(&rec))).into_response())
 }
 
-pub async fn put_provider(State(s): State<Shared>, Path(name): Path<String>, raw: axum::body::Bytes) -> Result<Json<ProviderView>, AdminError> {
+pub async fn put_provider(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<ProviderView>, AdminError> {
     let mut v: Value = body(&raw)?;
     if let Some(obj) = v.as_object_mut() {
         match obj.get("name").and_then(Value::as_str) {
-            Some(n) if n != name => return Err(AdminError::BadBody("`name` in the body differs from the path".into())),
+            Some(n) if n != name => {
+                return Err(AdminError::BadBody(
+                    "`name` in the body differs from the path".into(),
+                ));
+            }
             _ => {
                 obj.insert("name".into(), Value::String(name.clone()));
             }
         }
     }
-    let def: ProviderDef = serde_json::from_value(v).map_err(|e| AdminError::BadBody(format!("invalid body: {e}")))?;
+    let def: ProviderDef =
+        serde_json::from_value(v).map_err(|e| AdminError::BadBody(format!("invalid body: {e}")))?;
     def.spec("provider")?;
     let rec = s.store.upsert_provider(&def.to_input()).await?;
-    audit(&s, "provider.update", &name, json!({"kind": def.kind, "key_changed": def.api_key.is_some()})).await;
+    audit(
+        &s,
+        "provider.update",
+        &name,
+        json!({"kind": def.kind, "key_changed": def.api_key.is_some()}),
+    )
+    .await;
     reload(&s).await?;
     Ok(Json(ProviderView::from(&rec)))
 }
 
-pub async fn delete_provider(State(s): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, AdminError> {
+pub async fn delete_provider(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AdminError> {
     for m in s.store.list_models().await? {
         let def = ModelDef::from_record(&m)?;
         if def.targets.iter().any(|t| t.provider == name) {
-            return Err(AdminError::Conflict(format!("provider '{name}' is a target of model '{}'", def.name)));
+            return Err(AdminError::Conflict(format!(
+                "provider '{name}' is a target of model '{}'",
+                def.name
+            )));
         }
     }
     if !s.store.delete_provider(&name).await? {
@@ -108,7 +146,11 @@ pub struct Health {
 
 async fn check(s: &AdminState, name: &str) -> Result<Health, AdminError> {
     let snap = s.gateway.snapshot();
-    let p = snap.providers.get(name).cloned().ok_or_else(|| AdminError::NotFound(format!("enabled provider '{name}'")))?;
+    let p = snap
+        .providers
+        .get(name)
+        .cloned()
+        .ok_or_else(|| AdminError::NotFound(format!("enabled provider '{name}'")))?;
     let t = Instant::now();
     let r = p.health().await;
     Ok(Health {
@@ -119,7 +161,10 @@ async fn check(s: &AdminState, name: &str) -> Result<Health, AdminError> {
     })
 }
 
-pub async fn provider_health(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Health>, AdminError> {
+pub async fn provider_health(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Health>, AdminError> {
     Ok(Json(check(&s, &name).await?))
 }
 
@@ -132,20 +177,39 @@ pub async fn all_health(State(s): State<Shared>) -> Result<Json<Vec<Health>>, Ad
 }
 
 async fn provider_names(s: &AdminState) -> Result<HashSet<String>, AdminError> {
-    Ok(s.store.list_providers().await?.into_iter().map(|p| p.name).collect())
+    Ok(s.store
+        .list_providers()
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect())
 }
 
 pub async fn list_models(State(s): State<Shared>) -> Result<Json<Vec<ModelDef>>, AdminError> {
     let rows = s.store.list_models().await?;
-    Ok(Json(rows.iter().map(ModelDef::from_record).collect::<Result<Vec<_>, _>>()?))
+    Ok(Json(
+        rows.iter()
+            .map(ModelDef::from_record)
+            .collect::<Result<Vec<_>, _>>()?,
+    ))
 }
 
-pub async fn get_model(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<ModelDef>, AdminError> {
-    let r = s.store.get_model(&name).await?.ok_or_else(|| AdminError::NotFound(format!("model '{name}'")))?;
+pub async fn get_model(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelDef>, AdminError> {
+    let r = s
+        .store
+        .get_model(&name)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("model '{name}'")))?;
     Ok(Json(ModelDef::from_record(&r)?))
 }
 
-pub async fn create_model(State(s): State<Shared>, raw: axum::body::Bytes) -> Result<Response, AdminError> {
+pub async fn create_model(
+    State(s): State<Shared>,
+    raw: axum::body::Bytes,
+) -> Result<Response, AdminError> {
     let def: ModelDef = body(&raw)?;
     def.check("model", &provider_names(&s).await?)?;
     s.store.create_model(&def.to_input()).await?;
@@ -154,10 +218,16 @@ pub async fn create_model(State(s): State<Shared>, raw: axum::body::Bytes) -> Re
     Ok((StatusCode::CREATED, Json(def)).into_response())
 }
 
-pub async fn put_model(State(s): State<Shared>, Path(name): Path<String>, raw: axum::body::Bytes) -> Result<Json<ModelDef>, AdminError> {
+pub async fn put_model(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<ModelDef>, AdminError> {
     let mut def: ModelDef = body(&raw)?;
     if def.name != name {
-        return Err(AdminError::BadBody("`name` in the body differs from the path".into()));
+        return Err(AdminError::BadBody(
+            "`name` in the body differs from the path".into(),
+        ));
     }
     def.check("model", &provider_names(&s).await?)?;
     s.store.upsert_model(&def.to_input()).await?;
@@ -167,7 +237,10 @@ pub async fn put_model(State(s): State<Shared>, Path(name): Path<String>, raw: a
     Ok(Json(def))
 }
 
-pub async fn delete_model(State(s): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, AdminError> {
+pub async fn delete_model(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AdminError> {
     if !s.store.delete_model(&name).await? {
         return Err(AdminError::NotFound(format!("model '{name}'")));
     }
@@ -181,6 +254,9 @@ pub struct Page {
     limit: Option<u32>,
 }
 
-pub async fn list_audit(State(s): State<Shared>, Query(p): Query<Page>) -> Result<Json<Vec<store::AuditRecord>>, AdminError> {
+pub async fn list_audit(
+    State(s): State<Shared>,
+    Query(p): Query<Page>,
+) -> Result<Json<Vec<store::AuditRecord>>, AdminError> {
     Ok(Json(s.store.list_audit(p.limit.unwrap_or(100)).await?))
 }

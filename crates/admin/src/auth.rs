@@ -35,7 +35,10 @@ impl TokenSetup {
 
 /// Resolves the admin token: the env token wins; otherwise the stored hash; otherwise a new token
 /// whose hash is stored only if no other instance stored one first.
-pub async fn setup(store: &store::Store, env_token: Option<&str>) -> Result<TokenSetup, store::StoreError> {
+pub async fn setup(
+    store: &store::Store,
+    env_token: Option<&str>,
+) -> Result<TokenSetup, store::StoreError> {
     if let Some(t) = env_token.filter(|t| !t.is_empty()) {
         return Ok(TokenSetup::FromEnv(hash(t)));
     }
@@ -45,11 +48,16 @@ pub async fn setup(store: &store::Store, env_token: Option<&str>) -> Result<Toke
             if hex::decode_to_slice(h.trim(), &mut out).is_ok() {
                 return Ok(TokenSetup::Stored(out));
             }
-            return Err(store::StoreError::Invalid("stored admin token hash is malformed".into()));
+            return Err(store::StoreError::Invalid(
+                "stored admin token hash is malformed".into(),
+            ));
         }
         let token = random_token();
         let h = hash(&token);
-        if store.set_setting_if_absent(TOKEN_SETTING, &hex::encode(h)).await? {
+        if store
+            .set_setting_if_absent(TOKEN_SETTING, &hex::encode(h))
+            .await?
+        {
             return Ok(TokenSetup::Generated { token, hash: h });
         }
     }

@@ -81,29 +81,43 @@ pub struct DefError {
 
 impl DefError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        DefError { path: path.into(), message: message.into() }
+        DefError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl ProviderDef {
     /// Checks the definition; `path` prefixes field names in the error.
     pub fn spec(&self, path: &str) -> Result<ProviderSpec, DefError> {
-        let mut spec = ProviderSpec::build(&self.name, &self.kind, self.base_url.as_deref(), self.api_key.clone())
-            .map_err(|e| {
-                let field = match e {
-                    SpecError::UnknownKind(..) => "kind",
-                    SpecError::BadName(_) => "name",
-                    SpecError::MissingBaseUrl(..) | SpecError::BadBaseUrl(_) => "base_url",
-                    SpecError::MissingApiVersion(_) => "api_version",
-                };
-                DefError::new(format!("{path}.{field}"), e.to_string())
-            })?;
+        let mut spec = ProviderSpec::build(
+            &self.name,
+            &self.kind,
+            self.base_url.as_deref(),
+            self.api_key.clone(),
+        )
+        .map_err(|e| {
+            let field = match e {
+                SpecError::UnknownKind(..) => "kind",
+                SpecError::BadName(_) => "name",
+                SpecError::MissingBaseUrl(..) | SpecError::BadBaseUrl(_) => "base_url",
+                SpecError::MissingApiVersion(_) => "api_version",
+            };
+            DefError::new(format!("{path}.{field}"), e.to_string())
+        })?;
         if spec.kind == providers::ProviderKind::AzureOpenAi && self.api_version.is_none() {
-            return Err(DefError::new(format!("{path}.api_version"), SpecError::MissingApiVersion(self.name.clone()).to_string()));
+            return Err(DefError::new(
+                format!("{path}.api_version"),
+                SpecError::MissingApiVersion(self.name.clone()).to_string(),
+            ));
         }
         if let Some(t) = self.timeout_secs {
             if t == 0 || t > 3600 {
-                return Err(DefError::new(format!("{path}.timeout_secs"), "must be between 1 and 3600"));
+                return Err(DefError::new(
+                    format!("{path}.timeout_secs"),
+                    "must be between 1 and 3600",
+                ));
             }
             spec.timeout = Duration::from_secs(t);
         }
@@ -153,7 +167,10 @@ impl ModelDef {
             return Err(DefError::new(format!("{path}.name"), "must not be empty"));
         }
         if self.targets.is_empty() {
-            return Err(DefError::new(format!("{path}.targets"), "needs at least one target"));
+            return Err(DefError::new(
+                format!("{path}.targets"),
+                "needs at least one target",
+            ));
         }
         for (i, t) in self.targets.iter().enumerate() {
             if !providers.contains(&t.provider) {
@@ -163,11 +180,17 @@ impl ModelDef {
                 ));
             }
             if t.model.trim().is_empty() {
-                return Err(DefError::new(format!("{path}.targets[{i}].model"), "must not be empty"));
+                return Err(DefError::new(
+                    format!("{path}.targets[{i}].model"),
+                    "must not be empty",
+                ));
             }
         }
         if self.fallbacks.all_names().any(|n| n == &self.name) {
-            return Err(DefError::new(format!("{path}.fallbacks"), "a model cannot fall back to itself"));
+            return Err(DefError::new(
+                format!("{path}.fallbacks"),
+                "a model cannot fall back to itself",
+            ));
         }
         Ok(())
     }
@@ -181,7 +204,9 @@ impl ModelDef {
     }
 
     pub fn from_record(r: &ModelRecord) -> Result<ModelDef, DefError> {
-        let bad = |f: &str, e: serde_json::Error| DefError::new(format!("models.{}.{f}", r.name), e.to_string());
+        let bad = |f: &str, e: serde_json::Error| {
+            DefError::new(format!("models.{}.{f}", r.name), e.to_string())
+        };
         Ok(ModelDef {
             name: r.name.clone(),
             targets: serde_json::from_value(r.targets.clone()).map_err(|e| bad("targets", e))?,
@@ -191,7 +216,10 @@ impl ModelDef {
                 serde_json::from_value(r.fallbacks.clone()).map_err(|e| bad("fallbacks", e))?
             },
             context_window: r.options.get("context_window").and_then(Value::as_u64),
-            pricing: r.options.get("pricing").and_then(|p| serde_json::from_value(p.clone()).ok()),
+            pricing: r
+                .options
+                .get("pricing")
+                .and_then(|p| serde_json::from_value(p.clone()).ok()),
         })
     }
 }
@@ -206,7 +234,10 @@ pub enum CatalogError {
 
 /// Builds the data-plane snapshot from what the store holds. A stored row that no longer
 /// validates fails the whole build, so a reload keeps the previous snapshot instead.
-pub async fn snapshot_from_store(store: &Store, http: &reqwest::Client) -> Result<Snapshot, CatalogError> {
+pub async fn snapshot_from_store(
+    store: &Store,
+    http: &reqwest::Client,
+) -> Result<Snapshot, CatalogError> {
     let mut specs = Vec::new();
     for (i, r) in store.list_providers().await?.iter().enumerate() {
         if !r.enabled {
@@ -219,7 +250,11 @@ pub async fn snapshot_from_store(store: &Store, http: &reqwest::Client) -> Resul
         .await?
         .iter()
         .map(|r| {
-            ModelDef::from_record(r).map(|d| Route { name: d.name, targets: d.targets, fallbacks: d.fallbacks })
+            ModelDef::from_record(r).map(|d| Route {
+                name: d.name,
+                targets: d.targets,
+                fallbacks: d.fallbacks,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Snapshot::build(specs, routes, http))

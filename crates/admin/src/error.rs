@@ -47,11 +47,25 @@ impl From<CatalogError> for AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, kind, code) = match &self {
-            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_admin_token"),
-            AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            AdminError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_admin_token",
+            ),
+            AdminError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
+            }
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
-            AdminError::Invalid(_) | AdminError::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
-            AdminError::Store(_) | AdminError::Reload(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error"),
+            AdminError::Invalid(_) | AdminError::BadBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            AdminError::Store(_) | AdminError::Reload(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal_error",
+            ),
         };
         if let AdminError::Store(e) = &self {
             tracing::error!(error = %e, "admin store failure");

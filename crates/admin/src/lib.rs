@@ -29,17 +29,32 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub fn app(state: Arc<AdminState>) -> Router {
     use api::*;
     let protected = Router::new()
-        .route("/admin/providers", get(list_providers).post(create_provider))
-        .route("/admin/providers/{name}", get(get_provider).put(put_provider).delete(delete_provider))
+        .route(
+            "/admin/providers",
+            get(list_providers).post(create_provider),
+        )
+        .route(
+            "/admin/providers/{name}",
+            get(get_provider).put(put_provider).delete(delete_provider),
+        )
         .route("/admin/providers/{name}/health", get(provider_health))
         .route("/admin/health/providers", get(all_health))
         .route("/admin/models", get(list_models).post(create_model))
-        .route("/admin/models/{name}", get(get_model).put(put_model).delete(delete_model))
+        .route(
+            "/admin/models/{name}",
+            get(get_model).put(put_model).delete(delete_model),
+        )
         .route("/admin/audit", get(list_audit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/admin/openapi.json", get(openapi))
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .merge(protected)
         .fallback(|| async { error::AdminError::NotFound("route".into()) })
         .with_state(state)

@@ -15,7 +15,9 @@ async fn state() -> (Arc<AdminState>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let (cipher, _) = store::Cipher::generate();
-    let store = store::Store::connect(&url, cipher).await.unwrap_or_else(|e| panic!("{e}"));
+    let store = store::Store::connect(&url, cipher)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
     let s = Arc::new(AdminState {
         store,
@@ -26,7 +28,13 @@ async fn state() -> (Arc<AdminState>, tempfile::TempDir) {
     (s, dir)
 }
 
-async fn call(s: &Arc<AdminState>, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value, String) {
+async fn call(
+    s: &Arc<AdminState>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value, String) {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -35,21 +43,49 @@ async fn call(s: &Arc<AdminState>, method: &str, path: &str, body: Option<Value>
         .header("content-type", "application/json")
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
         .unwrap_or_else(|e| panic!("{e}"));
-    let resp = app(s.clone()).oneshot(req).await.unwrap_or_else(|e| panic!("{e}"));
+    let resp = app(s.clone())
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let status = resp.status();
-    let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).to_string();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
 }
 
 #[tokio::test]
 async fn every_admin_route_needs_the_token() {
     let (s, _d) = state().await;
-    for path in ["/admin/providers", "/admin/models", "/admin/audit", "/admin/health/providers"] {
-        assert_eq!(call(&s, "GET", path, None, None).await.0, StatusCode::UNAUTHORIZED, "{path}");
-        assert_eq!(call(&s, "GET", path, None, Some("wrong")).await.0, StatusCode::UNAUTHORIZED, "{path}");
+    for path in [
+        "/admin/providers",
+        "/admin/models",
+        "/admin/audit",
+        "/admin/health/providers",
+    ] {
+        assert_eq!(
+            call(&s, "GET", path, None, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            call(&s, "GET", path, None, Some("wrong")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
     }
-    assert_eq!(call(&s, "GET", "/admin/openapi.json", None, None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&s, "GET", "/admin/openapi.json", None, None).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -59,60 +95,142 @@ async fn a_provider_key_goes_in_and_never_comes_out() {
     let (st, v, text) = call(&s, "POST", "/admin/providers", Some(body), Some(TOKEN)).await;
     assert_eq!(st, StatusCode::CREATED, "{text}");
     assert_eq!(v["has_api_key"], true);
-    for path in ["/admin/providers", "/admin/providers/openai", "/admin/audit"] {
+    for path in [
+        "/admin/providers",
+        "/admin/providers/openai",
+        "/admin/audit",
+    ] {
         let (_, _, text) = call(&s, "GET", path, None, Some(TOKEN)).await;
         assert!(!text.contains("sk-very-secret"), "{path}: {text}");
     }
     // The data plane now knows it.
     assert!(s.gateway.snapshot().providers.contains_key("openai"));
     // A replace without a key keeps the key.
-    let (st, v, _) = call(&s, "PUT", "/admin/providers/openai", Some(json!({"kind": "openai", "priority": 3})), Some(TOKEN)).await;
+    let (st, v, _) = call(
+        &s,
+        "PUT",
+        "/admin/providers/openai",
+        Some(json!({"kind": "openai", "priority": 3})),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!((v["has_api_key"].clone(), v["priority"].clone()), (json!(true), json!(3)));
+    assert_eq!(
+        (v["has_api_key"].clone(), v["priority"].clone()),
+        (json!(true), json!(3))
+    );
     // Creating it again conflicts.
     let again = json!({"name": "openai", "kind": "openai"});
-    assert_eq!(call(&s, "POST", "/admin/providers", Some(again), Some(TOKEN)).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        call(&s, "POST", "/admin/providers", Some(again), Some(TOKEN))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
 }
 
 #[tokio::test]
 async fn invalid_definitions_name_the_field() {
     let (s, _d) = state().await;
-    let (st, v, _) = call(&s, "POST", "/admin/providers", Some(json!({"name": "x", "kind": "openia"})), Some(TOKEN)).await;
+    let (st, v, _) = call(
+        &s,
+        "POST",
+        "/admin/providers",
+        Some(json!({"name": "x", "kind": "openia"})),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["param"], "provider.kind");
-    let (st, v, _) = call(&s, "POST", "/admin/providers", Some(json!({"name": "x", "kind": "vllm"})), Some(TOKEN)).await;
-    assert_eq!((st, v["error"]["param"].clone()), (StatusCode::BAD_REQUEST, json!("provider.base_url")));
-    let (st, _, _) = call(&s, "POST", "/admin/providers", Some(json!({"name": "x", "kind": "openai", "colour": 1})), Some(TOKEN)).await;
+    let (st, v, _) = call(
+        &s,
+        "POST",
+        "/admin/providers",
+        Some(json!({"name": "x", "kind": "vllm"})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["param"].clone()),
+        (StatusCode::BAD_REQUEST, json!("provider.base_url"))
+    );
+    let (st, _, _) = call(
+        &s,
+        "POST",
+        "/admin/providers",
+        Some(json!({"name": "x", "kind": "openai", "colour": 1})),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let model = json!({"name": "smart", "targets": [{"provider": "ghost", "model": "m"}]});
     let (st, v, _) = call(&s, "POST", "/admin/models", Some(model), Some(TOKEN)).await;
-    assert_eq!((st, v["error"]["param"].clone()), (StatusCode::BAD_REQUEST, json!("model.targets[0].provider")));
+    assert_eq!(
+        (st, v["error"]["param"].clone()),
+        (StatusCode::BAD_REQUEST, json!("model.targets[0].provider"))
+    );
 }
 
 #[tokio::test]
 async fn a_model_is_routable_at_once_and_guards_its_provider() {
     let (s, _d) = state().await;
-    call(&s, "POST", "/admin/providers", Some(json!({"name": "claude", "kind": "anthropic", "api_key": "k"})), Some(TOKEN)).await;
+    call(
+        &s,
+        "POST",
+        "/admin/providers",
+        Some(json!({"name": "claude", "kind": "anthropic", "api_key": "k"})),
+        Some(TOKEN),
+    )
+    .await;
     let model = json!({"name": "smart", "targets": [{"provider": "claude", "model": "claude-sonnet-4-5"}], "fallbacks": {"any": ["gpt-4o"]}});
     let (st, _, text) = call(&s, "POST", "/admin/models", Some(model), Some(TOKEN)).await;
     assert_eq!(st, StatusCode::CREATED, "{text}");
     let snap = s.gateway.snapshot();
-    let r = snap.table.resolve("smart").map(|r| r.targets[0].model.clone());
+    let r = snap
+        .table
+        .resolve("smart")
+        .map(|r| r.targets[0].model.clone());
     assert_eq!(r.ok().as_deref(), Some("claude-sonnet-4-5"));
     let (st, _, _) = call(&s, "DELETE", "/admin/providers/claude", None, Some(TOKEN)).await;
     assert_eq!(st, StatusCode::CONFLICT);
-    assert_eq!(call(&s, "DELETE", "/admin/models/smart", None, Some(TOKEN)).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(call(&s, "DELETE", "/admin/providers/claude", None, Some(TOKEN)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&s, "DELETE", "/admin/models/smart", None, Some(TOKEN))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&s, "DELETE", "/admin/providers/claude", None, Some(TOKEN))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert!(s.gateway.snapshot().table.resolve("smart").is_err());
     let (_, audit, _) = call(&s, "GET", "/admin/audit", None, Some(TOKEN)).await;
-    let actions: Vec<&str> = audit.as_array().into_iter().flatten().filter_map(|a| a["action"].as_str()).collect();
-    assert_eq!(actions, vec!["provider.delete", "model.delete", "model.create", "provider.create"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "provider.delete",
+            "model.delete",
+            "model.create",
+            "provider.create"
+        ]
+    );
 }
 
 #[test]
 fn the_openapi_document_describes_every_route() {
     let doc: Value = serde_json::from_str(OPENAPI).unwrap_or_default();
-    let paths = doc["paths"].as_object().map(|p| p.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    let paths = doc["paths"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
     for p in [
         "/admin/providers",
         "/admin/providers/{name}",
@@ -123,10 +241,16 @@ fn the_openapi_document_describes_every_route() {
         "/admin/audit",
         "/admin/openapi.json",
     ] {
-        assert!(paths.iter().any(|x| x == p), "{p} missing from openapi.json");
+        assert!(
+            paths.iter().any(|x| x == p),
+            "{p} missing from openapi.json"
+        );
     }
     let src = include_str!("lib.rs");
     for p in &paths {
-        assert!(src.contains(&format!("\"{p}\"")), "{p} documented but not routed");
+        assert!(
+            src.contains(&format!("\"{p}\"")),
+            "{p} documented but not routed"
+        );
     }
 }

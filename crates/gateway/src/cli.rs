@@ -12,25 +12,48 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn from_env() -> anyhow::Result<AdminClient> {
-        let base = std::env::var("GATEWAY_ADMIN_URL").unwrap_or_else(|_| "http://127.0.0.1:4081".into());
+        let base =
+            std::env::var("GATEWAY_ADMIN_URL").unwrap_or_else(|_| "http://127.0.0.1:4081".into());
         let token = std::env::var("GATEWAY_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
             .context("GATEWAY_ADMIN_TOKEN is not set (it was printed once when the gateway first started)")?;
-        Ok(AdminClient { base: base.trim_end_matches('/').to_string(), token, http: crate::serve::http_client()? })
+        Ok(AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: crate::serve::http_client()?,
+        })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let resp = rb.send().await.with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if !status.is_success() {
-            let msg = v.pointer("/error/message").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_string);
+            let msg = v
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map_or_else(|| v.to_string(), str::to_string);
             bail!("admin API answered {}: {msg}", status.as_u16());
         }
         Ok(v)
@@ -52,23 +75,45 @@ impl AdminClient {
 /// Reads a provider key without putting it on the command line (where `ps` would show it).
 pub fn read_key(from_env: Option<&str>, from_stdin: bool) -> anyhow::Result<Option<String>> {
     if let Some(var) = from_env {
-        return std::env::var(var).map(Some).with_context(|| format!("{var} is not set"));
+        return std::env::var(var)
+            .map(Some)
+            .with_context(|| format!("{var} is not set"));
     }
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).context("cannot read the key from stdin")?;
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the key from stdin")?;
         return Ok(Some(line.trim().to_string()));
     }
     Ok(None)
 }
 
 pub fn print_providers(v: &Value) {
-    println!("{:<20} {:<18} {:<45} {:<4} {:>8}", "NAME", "KIND", "BASE URL", "KEY", "PRIORITY");
+    println!(
+        "{:<20} {:<18} {:<45} {:<4} {:>8}",
+        "NAME", "KIND", "BASE URL", "KEY", "PRIORITY"
+    );
     for p in v.as_array().into_iter().flatten() {
         let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-        let key = if p.get("has_api_key").and_then(Value::as_bool).unwrap_or(false) { "yes" } else { "no" };
+        let key = if p
+            .get("has_api_key")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            "yes"
+        } else {
+            "no"
+        };
         let prio = p.get("priority").and_then(Value::as_i64).unwrap_or(0);
-        println!("{:<20} {:<18} {:<45} {:<4} {:>8}", s("name"), s("kind"), s("base_url"), key, prio);
+        println!(
+            "{:<20} {:<18} {:<45} {:<4} {:>8}",
+            s("name"),
+            s("kind"),
+            s("base_url"),
+            key,
+            prio
+        );
     }
 }
 
@@ -95,14 +140,19 @@ pub fn model_body(name: &str, targets: &[String], fallbacks: &[String]) -> anyho
     let targets = targets
         .iter()
         .map(|t| {
-            let (p, m) = t.split_once('/').with_context(|| format!("target '{t}' must be provider/model"))?;
+            let (p, m) = t
+                .split_once('/')
+                .with_context(|| format!("target '{t}' must be provider/model"))?;
             Ok(json!({"provider": p, "model": m}))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut fb = serde_json::Map::new();
     for f in fallbacks {
         let (class, models) = f.split_once('=').unwrap_or(("any", f.as_str()));
-        let list: Vec<Value> = models.split(',').map(|m| Value::String(m.trim().to_string())).collect();
+        let list: Vec<Value> = models
+            .split(',')
+            .map(|m| Value::String(m.trim().to_string()))
+            .collect();
         fb.insert(class.to_string(), Value::Array(list));
     }
     Ok(json!({"name": name, "targets": targets, "fallbacks": fb}))

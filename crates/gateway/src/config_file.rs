@@ -51,9 +51,8 @@ pub fn parse(
         field: field.to_string(),
         message,
     };
-    let text = interpolate(text, env).map_err(|(line, var)| {
-        err(line, "-", format!("environment variable {var} is not set"))
-    })?;
+    let text = interpolate(text, env)
+        .map_err(|(line, var)| err(line, "-", format!("environment variable {var} is not set")))?;
     let de = serde_yaml::Deserializer::from_str(&text);
     let cfg: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
@@ -64,7 +63,8 @@ pub fn parse(
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         err(line, &field, msg)
     })?;
-    validate(&cfg, existing).map_err(|(path, message)| err(locate(&text, &path), &path, message))?;
+    validate(&cfg, existing)
+        .map_err(|(path, message)| err(locate(&text, &path), &path, message))?;
     Ok(cfg)
 }
 
@@ -75,7 +75,10 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
         let path = format!("providers[{i}]");
         p.spec(&path).map_err(|e| (e.path, e.message))?;
         if !seen.insert(p.name.clone()) {
-            return Err((format!("{path}.name"), format!("provider '{}' is defined twice", p.name)));
+            return Err((
+                format!("{path}.name"),
+                format!("provider '{}' is defined twice", p.name),
+            ));
         }
         names.insert(p.name.clone());
     }
@@ -84,7 +87,10 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
         let path = format!("models[{i}]");
         m.check(&path, &names).map_err(|e| (e.path, e.message))?;
         if !models.insert(m.name.clone()) {
-            return Err((format!("{path}.name"), format!("model '{}' is defined twice", m.name)));
+            return Err((
+                format!("{path}.name"),
+                format!("model '{}' is defined twice", m.name),
+            ));
         }
     }
     Ok(())
@@ -92,7 +98,10 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
 
 /// Replaces `${VAR}` everywhere; `$${` escapes a literal `${`. Returns the line and name of the
 /// first unset variable.
-fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, (usize, String)> {
+fn interpolate(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
     let mut out = String::with_capacity(text.len());
     for (n, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
@@ -139,7 +148,8 @@ fn locate(text: &str, path: &str) -> usize {
         let Some(at) = (from..lines.len()).find(|&i| {
             let l = lines[i];
             let t = l.trim_start().trim_start_matches("- ");
-            indent(l) >= min_indent && (t.starts_with(&format!("{key}:")) || t.starts_with(&format!("{{{key}:")))
+            indent(l) >= min_indent
+                && (t.starts_with(&format!("{key}:")) || t.starts_with(&format!("{{{key}:")))
         }) else {
             break;
         };
@@ -152,7 +162,11 @@ fn locate(text: &str, path: &str) -> usize {
             let mut hit = None;
             for (i, l) in lines.iter().enumerate().skip(at + 1) {
                 let t = l.trim_start();
-                if !t.is_empty() && !t.starts_with('#') && indent(l) <= min_indent && !t.starts_with("- ") {
+                if !t.is_empty()
+                    && !t.starts_with('#')
+                    && indent(l) <= min_indent
+                    && !t.starts_with("- ")
+                {
                     break;
                 }
                 if t.starts_with("- ") {
@@ -177,7 +191,10 @@ fn locate(text: &str, path: &str) -> usize {
 }
 
 pub fn path_from_env() -> Option<PathBuf> {
-    std::env::var("GATEWAY_CONFIG").ok().filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var("GATEWAY_CONFIG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 #[cfg(test)]

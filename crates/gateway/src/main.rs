@@ -21,7 +21,11 @@ use serde_json::json;
 static GLOBAL: MiMalloc = MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "ai-gateway: one OpenAI-compatible endpoint in front of every model")]
+#[command(
+    name = "gateway",
+    version,
+    about = "ai-gateway: one OpenAI-compatible endpoint in front of every model"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -82,8 +86,12 @@ enum ProviderCmd {
     },
     List,
     /// Check one provider, or all.
-    Health { name: Option<String> },
-    Remove { name: String },
+    Health {
+        name: Option<String>,
+    },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,7 +108,9 @@ enum ModelCmd {
         fallbacks: Vec<String>,
     },
     List,
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -114,7 +124,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -137,22 +150,48 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Migrate => {
             let s = settings::Settings::from_env()?;
             serve::open_store(&s).await?;
-            println!("migrations applied to {}", if s.is_postgres() { "PostgreSQL" } else { "SQLite" });
+            println!(
+                "migrations applied to {}",
+                if s.is_postgres() {
+                    "PostgreSQL"
+                } else {
+                    "SQLite"
+                }
+            );
         }
-        Cmd::Config { cmd: ConfigCmd::Check { file } } => {
-            let file = file.or_else(config_file::path_from_env).context("no file given and GATEWAY_CONFIG is unset")?;
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => {
+            let file = file
+                .or_else(config_file::path_from_env)
+                .context("no file given and GATEWAY_CONFIG is unset")?;
             let cfg = config_file::load(&file, &HashSet::new())?;
-            println!("{}: ok ({} providers, {} models)", file.display(), cfg.providers.len(), cfg.models.len());
+            println!(
+                "{}: ok ({} providers, {} models)",
+                file.display(),
+                cfg.providers.len(),
+                cfg.models.len()
+            );
         }
         Cmd::Provider { cmd } => {
             let c = cli::AdminClient::from_env()?;
             match cmd {
-                ProviderCmd::Add { name, kind, base_url, api_key_env, api_key_stdin, api_version, models, priority } => {
+                ProviderCmd::Add {
+                    name,
+                    kind,
+                    base_url,
+                    api_key_env,
+                    api_key_stdin,
+                    api_version,
+                    models,
+                    priority,
+                } => {
                     let key = cli::read_key(api_key_env.as_deref(), api_key_stdin)?;
                     let body = json!({"name": name, "kind": kind, "base_url": base_url, "api_key": key,
                         "api_version": api_version, "models": models, "priority": priority});
                     let body = strip_nulls(body);
-                    c.call_put(&format!("/admin/providers/{name}"), body).await?;
+                    c.call_put(&format!("/admin/providers/{name}"), body)
+                        .await?;
                     println!("provider {name} saved");
                 }
                 ProviderCmd::List => cli::print_providers(&c.get("/admin/providers").await?),
@@ -174,12 +213,26 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Model { cmd } => {
             let c = cli::AdminClient::from_env()?;
             match cmd {
-                ModelCmd::Add { name, targets, fallbacks } => {
-                    c.call_put(&format!("/admin/models/{name}"), cli::model_body(&name, &targets, &fallbacks)?).await?;
+                ModelCmd::Add {
+                    name,
+                    targets,
+                    fallbacks,
+                } => {
+                    c.call_put(
+                        &format!("/admin/models/{name}"),
+                        cli::model_body(&name, &targets, &fallbacks)?,
+                    )
+                    .await?;
                     println!("model {name} saved");
                 }
                 ModelCmd::List => {
-                    for m in c.get("/admin/models").await?.as_array().into_iter().flatten() {
+                    for m in c
+                        .get("/admin/models")
+                        .await?
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
                         println!("{}", serde_json::to_string(m)?);
                     }
                 }
@@ -195,7 +248,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
 
 fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
     match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        serde_json::Value::Object(m) => {
+            serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
         other => other,
     }
 }

@@ -18,7 +18,10 @@ use crate::settings::Settings;
 pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create data dir {}", s.data_dir.display()))?;
-    let key_hex = match std::env::var("GATEWAY_ENCRYPTION_KEY").ok().filter(|k| !k.is_empty()) {
+    let key_hex = match std::env::var("GATEWAY_ENCRYPTION_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
         Some(k) => k,
         None => {
             let file = store::crypto::key_file::key_file_path(&s.data_dir);
@@ -27,18 +30,30 @@ pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
                     "GATEWAY_ENCRYPTION_KEY must be set when the store is PostgreSQL: every instance sharing it needs the same key"
                 );
             }
-            store::load_or_create_key_file(&s.data_dir).context("cannot load or create the encryption key file")?
+            store::load_or_create_key_file(&s.data_dir)
+                .context("cannot load or create the encryption key file")?
         }
     };
-    let cipher = Cipher::from_hex(key_hex.trim()).context("GATEWAY_ENCRYPTION_KEY must be 64 hex characters (32 bytes)")?;
-    let store = Store::connect(&s.database_url, cipher).await.context("cannot open the store")?;
+    let cipher = Cipher::from_hex(key_hex.trim())
+        .context("GATEWAY_ENCRYPTION_KEY must be 64 hex characters (32 bytes)")?;
+    let store = Store::connect(&s.database_url, cipher)
+        .await
+        .context("cannot open the store")?;
     store.migrate().await.context("migrations failed")?;
     Ok(store)
 }
 
 /// Applies `GATEWAY_CONFIG` to the store: providers and models are created or replaced.
-pub async fn apply_config_file(store: &Store, path: &std::path::Path) -> anyhow::Result<(usize, usize)> {
-    let existing: HashSet<String> = store.list_providers().await?.into_iter().map(|p| p.name).collect();
+pub async fn apply_config_file(
+    store: &Store,
+    path: &std::path::Path,
+) -> anyhow::Result<(usize, usize)> {
+    let existing: HashSet<String> = store
+        .list_providers()
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     let cfg = config_file::load(path, &existing)?;
     for p in &cfg.providers {
         store.upsert_provider(&p.to_input()).await?;
@@ -60,16 +75,27 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     let token = auth::setup(&store, std::env::var("GATEWAY_ADMIN_TOKEN").ok().as_deref()).await?;
     if let TokenSetup::Generated { token, .. } = &token {
         // Shown once: only its hash is kept.
-        eprintln!("\n  Admin token (shown once, store it now): {token}\n  Use it as: export GATEWAY_ADMIN_TOKEN={token}\n");
+        eprintln!(
+            "\n  Admin token (shown once, store it now): {token}\n  Use it as: export GATEWAY_ADMIN_TOKEN={token}\n"
+        );
     }
     if let Some(path) = &s.config_file {
         let (p, m) = apply_config_file(&store, path).await?;
         tracing::info!(file = %path.display(), providers = p, models = m, "config file applied");
     }
     let http = http_client()?;
-    let gateway = Gateway::new(Limits { max_body_bytes: s.max_body_bytes });
-    let admin_state = Arc::new(AdminState { store: store.clone(), gateway: gateway.clone(), http, token_hash: token.hash() });
-    admin::reload(&admin_state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = Gateway::new(Limits {
+        max_body_bytes: s.max_body_bytes,
+    });
+    let admin_state = Arc::new(AdminState {
+        store: store.clone(),
+        gateway: gateway.clone(),
+        http,
+        token_hash: token.hash(),
+    });
+    admin::reload(&admin_state)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let data = tokio::net::TcpListener::bind((s.bind.as_str(), s.port))
         .await
@@ -79,16 +105,28 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", s.bind, s.admin_port))?;
     let (data_addr, admin_addr) = (data.local_addr()?, adm.local_addr()?);
     tracing::info!(%data_addr, %admin_addr, store = ?store.backend(), "gateway listening");
-    println!("gateway listening: data plane http://{data_addr}/v1  admin http://{admin_addr}/admin");
+    println!(
+        "gateway listening: data plane http://{data_addr}/v1  admin http://{admin_addr}/admin"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let data_srv = axum::serve(data.tap_io(|t| { let _ = t.set_nodelay(true); }), pipeline::app(gateway))
-        .with_graceful_shutdown(wait(stop_rx.clone()));
-    let admin_srv = axum::serve(adm.tap_io(|t| { let _ = t.set_nodelay(true); }), admin::app(admin_state))
-        .with_graceful_shutdown(wait(stop_rx));
+    let data_srv = axum::serve(
+        data.tap_io(|t| {
+            let _ = t.set_nodelay(true);
+        }),
+        pipeline::app(gateway),
+    )
+    .with_graceful_shutdown(wait(stop_rx.clone()));
+    let admin_srv = axum::serve(
+        adm.tap_io(|t| {
+            let _ = t.set_nodelay(true);
+        }),
+        admin::app(admin_state),
+    )
+    .with_graceful_shutdown(wait(stop_rx));
     let signal = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");

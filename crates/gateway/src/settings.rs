@@ -22,7 +22,10 @@ fn var(name: &str) -> Option<String> {
 fn port(name: &str, default: u16) -> anyhow::Result<u16> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().with_context(|| format!("{name} must be a port number, got '{v}'")),
+        Some(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name} must be a port number, got '{v}'")),
     }
 }
 
@@ -37,16 +40,25 @@ impl Settings {
         };
         let database_url = match var("GATEWAY_DATABASE_URL") {
             Some(u) => {
-                if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                if !(u.starts_with("sqlite:")
+                    || u.starts_with("postgres://")
+                    || u.starts_with("postgresql://"))
+                {
                     bail!("GATEWAY_DATABASE_URL must start with sqlite: or postgres://");
                 }
                 u
             }
-            None => format!("sqlite://{}?mode=rwc", data_dir.join("gateway.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("gateway.db").display()
+            ),
         };
         let max_body_bytes = match var("GATEWAY_MAX_BODY_BYTES") {
             None => pipeline::Limits::default().max_body_bytes,
-            Some(v) => v.trim().parse().context("GATEWAY_MAX_BODY_BYTES must be a number of bytes")?,
+            Some(v) => v
+                .trim()
+                .parse()
+                .context("GATEWAY_MAX_BODY_BYTES must be a number of bytes")?,
         };
         let s = Settings {
             port: port("GATEWAY_PORT", 4080)?,
@@ -58,7 +70,10 @@ impl Settings {
             max_body_bytes,
         };
         if s.port == s.admin_port && s.port != 0 {
-            bail!("GATEWAY_PORT and GATEWAY_ADMIN_PORT must differ (both are {})", s.port);
+            bail!(
+                "GATEWAY_PORT and GATEWAY_ADMIN_PORT must differ (both are {})",
+                s.port
+            );
         }
         Ok(s)
     }

@@ -33,18 +33,29 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> 
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge(limit)),
-        Err(_) => Err(GatewayError::invalid("The request body could not be read.", None)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::BodyTooLarge(limit))
+        }
+        Err(_) => Err(GatewayError::invalid(
+            "The request body could not be read.",
+            None,
+        )),
     }
 }
 
 /// Parses JSON with an error that names the line, column and what was wrong.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
     if body.is_empty() {
-        return Err(GatewayError::InvalidJson("The request body is empty; expected a JSON object.".into()));
+        return Err(GatewayError::InvalidJson(
+            "The request body is empty; expected a JSON object.".into(),
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_syntax() || e.is_eof() { "is not valid JSON" } else { "does not match the expected shape" };
+        let what = if e.is_syntax() || e.is_eof() {
+            "is not valid JSON"
+        } else {
+            "does not match the expected shape"
+        };
         GatewayError::InvalidJson(format!("The request body {what}: {e}"))
     })
 }
@@ -58,10 +69,16 @@ fn check_forbidden(map: &Map<String, Value>) -> Result<(), GatewayError> {
 
 pub fn validate_chat(req: &ChatRequest) -> Result<(), GatewayError> {
     if req.model.trim().is_empty() {
-        return Err(GatewayError::invalid("`model` must be a non-empty string.", Some("model")));
+        return Err(GatewayError::invalid(
+            "`model` must be a non-empty string.",
+            Some("model"),
+        ));
     }
     if req.messages.is_empty() {
-        return Err(GatewayError::invalid("`messages` must contain at least one message.", Some("messages")));
+        return Err(GatewayError::invalid(
+            "`messages` must contain at least one message.",
+            Some("messages"),
+        ));
     }
     check_forbidden(&req.extra)?;
     if let Some(o) = &req.stream_options {
@@ -85,29 +102,52 @@ pub fn validate_chat(req: &ChatRequest) -> Result<(), GatewayError> {
         }
     }
     if req.n.is_some_and(|n| n == 0 || n > 128) {
-        return Err(GatewayError::invalid("`n` must be between 1 and 128.", Some("n")));
+        return Err(GatewayError::invalid(
+            "`n` must be between 1 and 128.",
+            Some("n"),
+        ));
     }
     if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-        return Err(GatewayError::invalid("`temperature` must be between 0 and 2.", Some("temperature")));
+        return Err(GatewayError::invalid(
+            "`temperature` must be between 0 and 2.",
+            Some("temperature"),
+        ));
     }
     Ok(())
 }
 
 pub fn validate_embeddings(req: &EmbeddingsRequest) -> Result<(), GatewayError> {
     if req.model.trim().is_empty() {
-        return Err(GatewayError::invalid("`model` must be a non-empty string.", Some("model")));
+        return Err(GatewayError::invalid(
+            "`model` must be a non-empty string.",
+            Some("model"),
+        ));
     }
     check_forbidden(&req.extra)?;
     if req.input.is_empty() {
-        return Err(GatewayError::invalid("`input` must not be empty.", Some("input")));
+        return Err(GatewayError::invalid(
+            "`input` must not be empty.",
+            Some("input"),
+        ));
     }
-    if req.input.texts().is_some_and(|t| t.iter().any(|s| s.is_empty())) {
-        return Err(GatewayError::invalid("`input` must not contain empty strings.", Some("input")));
+    if req
+        .input
+        .texts()
+        .is_some_and(|t| t.iter().any(|s| s.is_empty()))
+    {
+        return Err(GatewayError::invalid(
+            "`input` must not contain empty strings.",
+            Some("input"),
+        ));
     }
-    if let Some(f) = req.encoding_format.as_deref() {
-        if f != "float" && f != "base64" {
-            return Err(GatewayError::invalid("`encoding_format` must be `float` or `base64`.", Some("encoding_format")));
-        }
+    if let Some(f) = req.encoding_format.as_deref()
+        && f != "float"
+        && f != "base64"
+    {
+        return Err(GatewayError::invalid(
+            "`encoding_format` must be `float` or `base64`.",
+            Some("encoding_format"),
+        ));
     }
     Ok(())
 }
@@ -129,7 +169,10 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"x","api_key":"k"}]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"base_url":"x"}}"#,
         ] {
-            assert!(matches!(chat(body), Err(GatewayError::ForbiddenField(_))), "{body}");
+            assert!(
+                matches!(chat(body), Err(GatewayError::ForbiddenField(_))),
+                "{body}"
+            );
         }
     }
 
@@ -142,11 +185,23 @@ mod tests {
 
     #[test]
     fn malformed_and_empty_requests_get_clear_errors() {
-        assert!(matches!(chat("{"), Err(GatewayError::InvalidJson(m)) if m.contains("not valid JSON")));
-        assert!(matches!(chat(r#"{"model":1,"messages":[]}"#), Err(GatewayError::InvalidJson(m)) if m.contains("shape")));
-        assert!(matches!(chat(r#"{"model":"m","messages":[]}"#), Err(GatewayError::InvalidRequest { param: Some(p), .. }) if p == "messages"));
-        assert!(matches!(chat(r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#), Err(GatewayError::InvalidRequest { .. })));
-        assert!(matches!(chat(r#"{"model":"m","messages":[{"role":"user","content":""}]}"#), Err(GatewayError::InvalidRequest { .. })));
+        assert!(
+            matches!(chat("{"), Err(GatewayError::InvalidJson(m)) if m.contains("not valid JSON"))
+        );
+        assert!(
+            matches!(chat(r#"{"model":1,"messages":[]}"#), Err(GatewayError::InvalidJson(m)) if m.contains("shape"))
+        );
+        assert!(
+            matches!(chat(r#"{"model":"m","messages":[]}"#), Err(GatewayError::InvalidRequest { param: Some(p), .. }) if p == "messages")
+        );
+        assert!(matches!(
+            chat(r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#),
+            Err(GatewayError::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            chat(r#"{"model":"m","messages":[{"role":"user","content":""}]}"#),
+            Err(GatewayError::InvalidRequest { .. })
+        ));
         assert!(matches!(chat(""), Err(GatewayError::InvalidJson(_))));
     }
 

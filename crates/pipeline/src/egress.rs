@@ -26,7 +26,13 @@ struct State {
 
 impl State {
     fn new(first: StreamItem, rest: ChunkStream, on_end: OnEnd) -> Self {
-        State { first: Some(first), rest, usage: None, done: false, on_end: Some(on_end) }
+        State {
+            first: Some(first),
+            rest,
+            usage: None,
+            done: false,
+            on_end: Some(on_end),
+        }
     }
 
     async fn next(&mut self) -> Option<Result<StreamItem, ProviderError>> {
@@ -54,7 +60,12 @@ impl Drop for State {
 }
 
 /// OpenAI `chat.completion.chunk` events, then `data: [DONE]`.
-pub fn openai(first: StreamItem, rest: ChunkStream, want_usage: bool, on_end: OnEnd) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+pub fn openai(
+    first: StreamItem,
+    rest: ChunkStream,
+    want_usage: bool,
+    on_end: OnEnd,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     futures::stream::unfold(State::new(first, rest, on_end), move |mut st| async move {
         loop {
             if st.done {
@@ -81,7 +92,9 @@ pub fn openai(first: StreamItem, rest: ChunkStream, want_usage: bool, on_end: On
                     }
                     let bytes = match item.raw {
                         Some(raw) => sse::data_event(&raw),
-                        None => sse::data_event(&serde_json::to_vec(&item.chunk).unwrap_or_default()),
+                        None => {
+                            sse::data_event(&serde_json::to_vec(&item.chunk).unwrap_or_default())
+                        }
                     };
                     return Some((Ok(bytes), st));
                 }
@@ -91,40 +104,48 @@ pub fn openai(first: StreamItem, rest: ChunkStream, want_usage: bool, on_end: On
 }
 
 /// Anthropic Messages events (`message_start` … `message_stop`).
-pub fn anthropic(first: StreamItem, rest: ChunkStream, model: &str, on_end: OnEnd) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<> {
+pub fn anthropic(
+    first: StreamItem,
+    rest: ChunkStream,
+    model: &str,
+    on_end: OnEnd,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<> {
     let conv = ChunksToStream::new(model);
-    futures::stream::unfold((State::new(first, rest, on_end), conv), |(mut st, mut conv)| async move {
-        loop {
-            if st.done {
-                return None;
-            }
-            match st.next().await {
-                None => {
-                    st.end(true);
-                    let out = join(conv.finish().iter().map(encode_event));
-                    return Some((Ok(out), (st, conv)));
+    futures::stream::unfold(
+        (State::new(first, rest, on_end), conv),
+        |(mut st, mut conv)| async move {
+            loop {
+                if st.done {
+                    return None;
                 }
-                Some(Err(e)) => {
-                    st.end(false);
-                    let err = GatewayError::Upstream(e);
-                    let (status, _, _) = err.parts();
-                    let body = wire::anthropic::error_response(status.as_u16(), &err.message());
-                    let json = serde_json::to_vec(&body).unwrap_or_default();
-                    return Some((Ok(sse::named_event("error", &json)), (st, conv)));
-                }
-                Some(Ok(item)) => {
-                    if let Some(u) = item.chunk.usage {
-                        st.usage = Some(u);
+                match st.next().await {
+                    None => {
+                        st.end(true);
+                        let out = join(conv.finish().iter().map(encode_event));
+                        return Some((Ok(out), (st, conv)));
                     }
-                    let events = conv.on_chunk(&item.chunk);
-                    if events.is_empty() {
-                        continue;
+                    Some(Err(e)) => {
+                        st.end(false);
+                        let err = GatewayError::Upstream(e);
+                        let (status, _, _) = err.parts();
+                        let body = wire::anthropic::error_response(status.as_u16(), &err.message());
+                        let json = serde_json::to_vec(&body).unwrap_or_default();
+                        return Some((Ok(sse::named_event("error", &json)), (st, conv)));
                     }
-                    return Some((Ok(join(events.iter().map(encode_event))), (st, conv)));
+                    Some(Ok(item)) => {
+                        if let Some(u) = item.chunk.usage {
+                            st.usage = Some(u);
+                        }
+                        let events = conv.on_chunk(&item.chunk);
+                        if events.is_empty() {
+                            continue;
+                        }
+                        return Some((Ok(join(events.iter().map(encode_event))), (st, conv)));
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 fn join(parts: impl Iterator<Item = Bytes>) -> Bytes {

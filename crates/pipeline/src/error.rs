@@ -12,8 +12,13 @@ pub enum GatewayError {
     #[error("{0}")]
     InvalidJson(String),
     #[error("{message}")]
-    InvalidRequest { message: String, param: Option<String> },
-    #[error("The field `{0}` is not allowed: the gateway chooses the upstream, its URL and credentials.")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error(
+        "The field `{0}` is not allowed: the gateway chooses the upstream, its URL and credentials."
+    )]
     ForbiddenField(String),
     #[error("{0}")]
     ModelNotFound(String),
@@ -29,35 +34,98 @@ pub enum GatewayError {
 
 impl GatewayError {
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
-        GatewayError::InvalidRequest { message: message.into(), param: param.map(str::to_string) }
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_string),
+        }
     }
 
     /// `(status, OpenAI type, code)`: the one table every error goes through.
     pub fn parts(&self) -> (StatusCode, &'static str, String) {
         use GatewayError as E;
         match self {
-            E::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json".into()),
-            E::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request".into()),
-            E::ForbiddenField(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "forbidden_field".into()),
-            E::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found".into()),
-            E::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large".into()),
-            E::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "api_error", "not_ready".into()),
-            E::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error".into()),
+            E::InvalidJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_json".into(),
+            ),
+            E::InvalidRequest { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request".into(),
+            ),
+            E::ForbiddenField(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "forbidden_field".into(),
+            ),
+            E::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found".into(),
+            ),
+            E::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "body_too_large".into(),
+            ),
+            E::NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "not_ready".into(),
+            ),
+            E::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal_error".into(),
+            ),
             E::Upstream(e) => {
                 let own = e.code.clone();
                 let (status, kind, code) = match e.class {
-                    ErrorClass::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
-                    ErrorClass::ContextLength => (StatusCode::BAD_REQUEST, "invalid_request_error", "context_length_exceeded"),
-                    ErrorClass::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "upstream_bad_request"),
-                    ErrorClass::ContentFilter => (StatusCode::BAD_REQUEST, "invalid_request_error", "content_filter"),
-                    ErrorClass::NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
-                    ErrorClass::Timeout => (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout"),
-                    ErrorClass::Auth => (StatusCode::BAD_GATEWAY, "api_error", "upstream_auth_failed"),
-                    ErrorClass::Connect => (StatusCode::BAD_GATEWAY, "api_error", "upstream_unreachable"),
-                    ErrorClass::StreamBroken => (StatusCode::BAD_GATEWAY, "api_error", "upstream_stream_broken"),
-                    ErrorClass::Server if matches!(e.status, Some(503 | 529)) => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "api_error", "upstream_overloaded")
+                    ErrorClass::RateLimited => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        "rate_limit_exceeded",
+                    ),
+                    ErrorClass::ContextLength => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "context_length_exceeded",
+                    ),
+                    ErrorClass::BadRequest => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "upstream_bad_request",
+                    ),
+                    ErrorClass::ContentFilter => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "content_filter",
+                    ),
+                    ErrorClass::NotFound => (
+                        StatusCode::NOT_FOUND,
+                        "invalid_request_error",
+                        "model_not_found",
+                    ),
+                    ErrorClass::Timeout => {
+                        (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout")
                     }
+                    ErrorClass::Auth => {
+                        (StatusCode::BAD_GATEWAY, "api_error", "upstream_auth_failed")
+                    }
+                    ErrorClass::Connect => {
+                        (StatusCode::BAD_GATEWAY, "api_error", "upstream_unreachable")
+                    }
+                    ErrorClass::StreamBroken => (
+                        StatusCode::BAD_GATEWAY,
+                        "api_error",
+                        "upstream_stream_broken",
+                    ),
+                    ErrorClass::Server if matches!(e.status, Some(503 | 529)) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "api_error",
+                        "upstream_overloaded",
+                    ),
                     ErrorClass::Server => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
                 };
                 // Keep the upstream's own code for request errors (e.g. `invalid_value`).
@@ -109,16 +177,21 @@ impl GatewayError {
     }
 
     fn finish(&self, status: StatusCode, body: Vec<u8>) -> Response {
-        let mut resp = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
-        if let Some(s) = self.retry_after() {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-            }
+        let mut resp = (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if let Some(s) = self.retry_after()
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
         }
-        if let GatewayError::Upstream(e) = self {
-            if let Ok(v) = HeaderValue::from_str(&e.provider) {
-                resp.headers_mut().insert("x-gateway-provider", v);
-            }
+        if let GatewayError::Upstream(e) = self
+            && let Ok(v) = HeaderValue::from_str(&e.provider)
+        {
+            resp.headers_mut().insert("x-gateway-provider", v);
         }
         resp
     }

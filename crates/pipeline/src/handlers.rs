@@ -39,24 +39,39 @@ fn with_route<T>(mut resp: Response, served: &Served<T>) -> Response {
 }
 
 fn json_bytes(body: impl Into<Body>) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response()
 }
 
 fn sse(body: Body) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         body,
     )
         .into_response()
 }
 
 fn ready(gw: &Gateway) -> Result<(), GatewayError> {
-    if gw.is_ready() { Ok(()) } else { Err(GatewayError::NotReady) }
+    if gw.is_ready() {
+        Ok(())
+    } else {
+        Err(GatewayError::NotReady)
+    }
 }
 
 /// `POST /v1/chat/completions`
-pub async fn chat_completions(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
+pub async fn chat_completions(
+    State(gw): State<Shared>,
+    req: Request,
+) -> Result<Response, GatewayError> {
     ready(&gw)?;
     let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
     let chat: ChatRequest = parse(&body)?;
@@ -67,7 +82,12 @@ pub async fn chat_completions(State(gw): State<Shared>, req: Request) -> Result<
         let want_usage = chat.include_usage();
         let on_end = settle::on_stream_end(&served, &chat.model);
         let (first, rest) = served.value;
-        let served = Served { value: (), provider: served.provider, model: served.model, fallback: served.fallback };
+        let served = Served {
+            value: (),
+            provider: served.provider,
+            model: served.model,
+            fallback: served.fallback,
+        };
         let body = Body::from_stream(egress::openai(first, rest, want_usage, on_end));
         return Ok(with_route(sse(body), &served));
     }
@@ -75,7 +95,9 @@ pub async fn chat_completions(State(gw): State<Shared>, req: Request) -> Result<
     settle::record(&served, &chat.model, served.value.usage(), true);
     let resp = match &served.value {
         ChatOutput::Raw { body, .. } => json_bytes(body.clone()),
-        ChatOutput::Completion(c) => json_bytes(serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?),
+        ChatOutput::Completion(c) => {
+            json_bytes(serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?)
+        }
     };
     Ok(with_route(resp, &served))
 }
@@ -92,14 +114,20 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
     ready(&gw)?;
     let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
     let m: MessagesRequest = parse(&body)?;
-    let chat = chat_from_messages_request(&m).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
+    let chat =
+        chat_from_messages_request(&m).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
     validate_chat(&chat)?;
     let snap = gw.snapshot();
     if chat.is_stream() {
         let served = llm::open_stream(&snap, &chat).await?;
         let on_end = settle::on_stream_end(&served, &chat.model);
         let (first, rest) = served.value;
-        let served = Served { value: (), provider: served.provider, model: served.model, fallback: served.fallback };
+        let served = Served {
+            value: (),
+            provider: served.provider,
+            model: served.model,
+            fallback: served.fallback,
+        };
         let body = Body::from_stream(egress::anthropic(first, rest, &chat.model, on_end));
         return Ok(with_route(sse(body), &served));
     }
@@ -112,7 +140,10 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
 }
 
 /// `POST /v1/embeddings`
-pub async fn create_embeddings(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
+pub async fn create_embeddings(
+    State(gw): State<Shared>,
+    req: Request,
+) -> Result<Response, GatewayError> {
     ready(&gw)?;
     let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
     let e: EmbeddingsRequest = parse(&body)?;
@@ -132,7 +163,12 @@ pub async fn create_embeddings(State(gw): State<Shared>, req: Request) -> Result
 pub async fn list_models(State(gw): State<Shared>) -> Response {
     let snap = gw.snapshot();
     let mut data: Vec<ModelEntry> = Vec::new();
-    let entry = |id: String, owner: &str| ModelEntry { id, object: "model".into(), created: 0, owned_by: owner.to_string() };
+    let entry = |id: String, owner: &str| ModelEntry {
+        id,
+        object: "model".into(),
+        created: 0,
+        owned_by: owner.to_string(),
+    };
     let mut aliases: Vec<_> = snap.table.routes().map(|r| r.name.clone()).collect();
     aliases.sort();
     data.extend(aliases.into_iter().map(|a| entry(a, "gateway")));
@@ -144,7 +180,10 @@ pub async fn list_models(State(gw): State<Shared>) -> Response {
             data.push(entry(format!("{}/{m}", p.name), &p.name));
         }
     }
-    let body = ModelList { object: "list".into(), data };
+    let body = ModelList {
+        object: "list".into(),
+        data,
+    };
     json_bytes(serde_json::to_vec(&body).unwrap_or_default())
 }
 
@@ -161,5 +200,8 @@ pub async fn readyz(State(gw): State<Shared>) -> Response {
 }
 
 pub async fn not_found() -> GatewayError {
-    GatewayError::InvalidRequest { message: "Unknown route.".into(), param: None }
+    GatewayError::InvalidRequest {
+        message: "Unknown route.".into(),
+        param: None,
+    }
 }

@@ -49,4 +49,3 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
         .layer(axum::middleware::from_fn(edge::request_id))
 }
-

@@ -20,10 +20,17 @@ pub struct Served<T> {
 }
 
 fn missing(provider: &str) -> ProviderError {
-    ProviderError::new(provider, ErrorClass::NotFound, "the route names a provider that is not configured")
+    ProviderError::new(
+        provider,
+        ErrorClass::NotFound,
+        "the route names a provider that is not configured",
+    )
 }
 
-pub async fn complete(snap: &Snapshot, req: &ChatRequest) -> Result<Served<ChatOutput>, GatewayError> {
+pub async fn complete(
+    snap: &Snapshot,
+    req: &ChatRequest,
+) -> Result<Served<ChatOutput>, GatewayError> {
     let out = router::execute(&snap.table, &req.model, |t| {
         let provider = snap.providers.get(&t.provider).cloned();
         let mut r = req.clone();
@@ -38,17 +45,27 @@ pub async fn complete(snap: &Snapshot, req: &ChatRequest) -> Result<Served<ChatO
         }
     })
     .await?;
-    Ok(Served { value: out.value, provider: out.target.provider, model: out.target.model, fallback: out.fallback_reason })
+    Ok(Served {
+        value: out.value,
+        provider: out.target.provider,
+        model: out.target.model,
+        fallback: out.fallback_reason,
+    })
 }
 
-pub async fn open_stream(snap: &Snapshot, req: &ChatRequest) -> Result<Served<(StreamItem, ChunkStream)>, GatewayError> {
+pub async fn open_stream(
+    snap: &Snapshot,
+    req: &ChatRequest,
+) -> Result<Served<(StreamItem, ChunkStream)>, GatewayError> {
     let out = router::execute(&snap.table, &req.model, |t| {
         let provider = snap.providers.get(&t.provider).cloned();
         let mut r = req.clone();
         r.model = t.model;
         r.stream = Some(true);
         async move {
-            let Some(p) = provider else { return Err(missing(&t.provider)) };
+            let Some(p) = provider else {
+                return Err(missing(&t.provider));
+            };
             if p.kind().speaks_openai() {
                 // Always ask for usage so the request can be billed; the egress drops the usage
                 // chunk again if the consumer did not ask for it.
@@ -59,15 +76,27 @@ pub async fn open_stream(snap: &Snapshot, req: &ChatRequest) -> Result<Served<(S
             match s.next().await {
                 Some(Ok(first)) => Ok((first, s)),
                 Some(Err(e)) => Err(e),
-                None => Err(ProviderError::new(p.name(), ErrorClass::StreamBroken, "upstream stream was empty")),
+                None => Err(ProviderError::new(
+                    p.name(),
+                    ErrorClass::StreamBroken,
+                    "upstream stream was empty",
+                )),
             }
         }
     })
     .await?;
-    Ok(Served { value: out.value, provider: out.target.provider, model: out.target.model, fallback: out.fallback_reason })
+    Ok(Served {
+        value: out.value,
+        provider: out.target.provider,
+        model: out.target.model,
+        fallback: out.fallback_reason,
+    })
 }
 
-pub async fn embed(snap: &Snapshot, req: &EmbeddingsRequest) -> Result<Served<EmbeddingsResponse>, GatewayError> {
+pub async fn embed(
+    snap: &Snapshot,
+    req: &EmbeddingsRequest,
+) -> Result<Served<EmbeddingsResponse>, GatewayError> {
     let out = router::execute(&snap.table, &req.model, |t| {
         let provider = snap.providers.get(&t.provider).cloned();
         let mut r = req.clone();
@@ -80,5 +109,10 @@ pub async fn embed(snap: &Snapshot, req: &EmbeddingsRequest) -> Result<Served<Em
         }
     })
     .await?;
-    Ok(Served { value: out.value, provider: out.target.provider, model: out.target.model, fallback: out.fallback_reason })
+    Ok(Served {
+        value: out.value,
+        provider: out.target.provider,
+        model: out.target.model,
+        fallback: out.fallback_reason,
+    })
 }

@@ -8,10 +8,24 @@ use crate::egress::OnEnd;
 use crate::llm::Served;
 
 pub fn record<T>(served: &Served<T>, requested: &str, usage: Option<Usage>, complete: bool) {
-    emit(&served.provider, &served.model, requested, served.fallback, usage, complete);
+    emit(
+        &served.provider,
+        &served.model,
+        requested,
+        served.fallback,
+        usage,
+        complete,
+    );
 }
 
-fn emit(provider: &str, model: &str, requested: &str, fallback: Option<ErrorClass>, usage: Option<Usage>, complete: bool) {
+fn emit(
+    provider: &str,
+    model: &str,
+    requested: &str,
+    fallback: Option<ErrorClass>,
+    usage: Option<Usage>,
+    complete: bool,
+) {
     tracing::debug!(
         target: "gateway::usage",
         provider,
@@ -29,7 +43,11 @@ fn emit(provider: &str, model: &str, requested: &str, fallback: Option<ErrorClas
 
 /// The end-of-stream hook: runs when the stream completes, breaks, or the consumer leaves.
 pub fn on_stream_end<T>(served: &Served<T>, requested: &str) -> OnEnd {
-    let (provider, model, requested, fallback) =
-        (served.provider.clone(), served.model.clone(), requested.to_string(), served.fallback);
+    let (provider, model, requested, fallback) = (
+        served.provider.clone(),
+        served.model.clone(),
+        requested.to_string(),
+        served.fallback,
+    );
     Box::new(move |usage, complete| emit(&provider, &model, &requested, fallback, usage, complete))
 }

@@ -20,13 +20,21 @@ impl Snapshot {
     pub fn build(specs: Vec<ProviderSpec>, routes: Vec<Route>, http: &reqwest::Client) -> Snapshot {
         let entries = specs
             .iter()
-            .map(|s| ProviderEntry { name: s.name.clone(), kind: s.kind, models: s.models.clone(), priority: s.priority })
+            .map(|s| ProviderEntry {
+                name: s.name.clone(),
+                kind: s.kind,
+                models: s.models.clone(),
+                priority: s.priority,
+            })
             .collect();
         let providers = specs
             .into_iter()
             .map(|s| (s.name.clone(), Arc::new(Provider::new(s, http.clone()))))
             .collect();
-        Snapshot { providers, table: RoutingTable::new(entries, routes) }
+        Snapshot {
+            providers,
+            table: RoutingTable::new(entries, routes),
+        }
     }
 }
 
@@ -38,7 +46,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // Room for a few base64 images; larger bodies are refused before parsing.
-        Limits { max_body_bytes: 20 * 1024 * 1024 }
+        Limits {
+            max_body_bytes: 20 * 1024 * 1024,
+        }
     }
 }
 
@@ -50,7 +60,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(limits: Limits) -> Arc<Gateway> {
-        Arc::new(Gateway { snapshot: ArcSwap::from_pointee(Snapshot::default()), limits, ready: AtomicBool::new(false) })
+        Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            limits,
+            ready: AtomicBool::new(false),
+        })
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

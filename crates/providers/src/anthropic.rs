@@ -25,14 +25,23 @@ fn headers(rb: reqwest::RequestBuilder, spec: &ProviderSpec) -> reqwest::Request
 
 fn error_parts(body: &[u8]) -> Option<ErrorParts> {
     let e = wa::parse_error(body)?;
-    Some(ErrorParts { message: e.error.message, code: Some(e.error.kind), param: None })
+    Some(ErrorParts {
+        message: e.error.message,
+        code: Some(e.error.kind),
+        param: None,
+    })
 }
 
-fn build(spec: &ProviderSpec, req: &ChatRequest, stream: bool) -> Result<(Vec<u8>, bool), ProviderError> {
+fn build(
+    spec: &ProviderSpec,
+    req: &ChatRequest,
+    stream: bool,
+) -> Result<(Vec<u8>, bool), ProviderError> {
     let mut m = wa::request_from_chat(req, &req.model)
         .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
     m.stream = stream.then_some(true);
-    let body = serde_json::to_vec(&m).map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
+    let body = serde_json::to_vec(&m)
+        .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
     Ok((body, wa::json_mode(req)))
 }
 
@@ -42,71 +51,129 @@ fn post(http: &reqwest::Client, spec: &ProviderSpec, body: Vec<u8>) -> reqwest::
         .body(body)
 }
 
-pub async fn chat(http: &reqwest::Client, spec: &ProviderSpec, req: &ChatRequest) -> Result<ChatOutput, ProviderError> {
+pub async fn chat(
+    http: &reqwest::Client,
+    spec: &ProviderSpec,
+    req: &ChatRequest,
+) -> Result<ChatOutput, ProviderError> {
     let (body, json_mode) = build(spec, req, false)?;
-    let resp = http::send(&spec.name, post(http, spec, body).timeout(spec.timeout), error_parts).await?;
+    let resp = http::send(
+        &spec.name,
+        post(http, spec, body).timeout(spec.timeout),
+        error_parts,
+    )
+    .await?;
     let bytes = http::body(&spec.name, resp).await?;
     let m: MessagesResponse = serde_json::from_slice(&bytes).map_err(|e| {
-        ProviderError::new(&spec.name, ErrorClass::StreamBroken, format!("upstream sent an unreadable message: {e}"))
+        ProviderError::new(
+            &spec.name,
+            ErrorClass::StreamBroken,
+            format!("upstream sent an unreadable message: {e}"),
+        )
     })?;
     Ok(ChatOutput::Completion(wa::chat_from_response(m, json_mode)))
 }
 
-pub async fn chat_stream(http: &reqwest::Client, spec: &ProviderSpec, req: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+pub async fn chat_stream(
+    http: &reqwest::Client,
+    spec: &ProviderSpec,
+    req: &ChatRequest,
+) -> Result<ChunkStream, ProviderError> {
     let (body, json_mode) = build(spec, req, true)?;
     let rb = post(http, spec, body).header(reqwest::header::ACCEPT, "text/event-stream");
     let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
         .await
-        .map_err(|_| ProviderError::new(&spec.name, ErrorClass::Timeout, "no response from upstream in time"))??;
+        .map_err(|_| {
+            ProviderError::new(
+                &spec.name,
+                ErrorClass::Timeout,
+                "no response from upstream in time",
+            )
+        })??;
     let provider = spec.name.clone();
     let events = Box::pin(http::sse_events(provider.clone(), resp, STREAM_IDLE));
-    let state = (events, StreamToChunks::new(json_mode), std::collections::VecDeque::new(), false, provider);
-    let stream = futures::stream::unfold(state, |(mut events, mut conv, mut pending, mut done, provider)| async move {
-        loop {
-            if let Some(c) = pending.pop_front() {
-                return Some((Ok(StreamItem { chunk: c, raw: None }), (events, conv, pending, done, provider)));
-            }
-            if done {
-                return None;
-            }
-            match events.next().await {
-                None => {
-                    done = true;
-                    if !conv.is_finished() {
-                        let e = ProviderError::new(&provider, ErrorClass::StreamBroken, "upstream stream ended before message_stop");
-                        return Some((Err(e), (events, conv, pending, done, provider)));
-                    }
-                }
-                Some(Err(e)) => return Some((Err(e), (events, conv, pending, true, provider))),
-                Some(Ok(ev)) => {
-                    let parsed: Result<StreamEvent, _> = serde_json::from_str(&ev.data);
-                    let out = match parsed {
-                        Ok(event) => conv.on_event(event).map_err(|e| match e {
-                            wa::ConvertError::Upstream { kind, message } => {
-                                let class = if kind == "overloaded_error" || kind == "api_error" { ErrorClass::Server } else if kind == "rate_limit_error" { ErrorClass::RateLimited } else { ErrorClass::StreamBroken };
-                                ProviderError::new(&provider, class, message)
-                            }
-                            wa::ConvertError::Invalid(m) => ProviderError::new(&provider, ErrorClass::StreamBroken, m),
+    let state = (
+        events,
+        StreamToChunks::new(json_mode),
+        std::collections::VecDeque::new(),
+        false,
+        provider,
+    );
+    let stream = futures::stream::unfold(
+        state,
+        |(mut events, mut conv, mut pending, mut done, provider)| async move {
+            loop {
+                if let Some(c) = pending.pop_front() {
+                    return Some((
+                        Ok(StreamItem {
+                            chunk: c,
+                            raw: None,
                         }),
-                        Err(e) => Err(ProviderError::new(&provider, ErrorClass::StreamBroken, format!("upstream sent a malformed event: {e}"))),
-                    };
-                    match out {
-                        Ok(chunks) => {
-                            pending.extend(chunks);
-                            if conv.is_finished() {
-                                done = true;
+                        (events, conv, pending, done, provider),
+                    ));
+                }
+                if done {
+                    return None;
+                }
+                match events.next().await {
+                    None => {
+                        done = true;
+                        if !conv.is_finished() {
+                            let e = ProviderError::new(
+                                &provider,
+                                ErrorClass::StreamBroken,
+                                "upstream stream ended before message_stop",
+                            );
+                            return Some((Err(e), (events, conv, pending, done, provider)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (events, conv, pending, true, provider))),
+                    Some(Ok(ev)) => {
+                        let parsed: Result<StreamEvent, _> = serde_json::from_str(&ev.data);
+                        let out = match parsed {
+                            Ok(event) => conv.on_event(event).map_err(|e| match e {
+                                wa::ConvertError::Upstream { kind, message } => {
+                                    let class = if kind == "overloaded_error" || kind == "api_error"
+                                    {
+                                        ErrorClass::Server
+                                    } else if kind == "rate_limit_error" {
+                                        ErrorClass::RateLimited
+                                    } else {
+                                        ErrorClass::StreamBroken
+                                    };
+                                    ProviderError::new(&provider, class, message)
+                                }
+                                wa::ConvertError::Invalid(m) => {
+                                    ProviderError::new(&provider, ErrorClass::StreamBroken, m)
+                                }
+                            }),
+                            Err(e) => Err(ProviderError::new(
+                                &provider,
+                                ErrorClass::StreamBroken,
+                                format!("upstream sent a malformed event: {e}"),
+                            )),
+                        };
+                        match out {
+                            Ok(chunks) => {
+                                pending.extend(chunks);
+                                if conv.is_finished() {
+                                    done = true;
+                                }
+                            }
+                            Err(e) => {
+                                return Some((Err(e), (events, conv, pending, true, provider)));
                             }
                         }
-                        Err(e) => return Some((Err(e), (events, conv, pending, true, provider))),
                     }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(Box::pin(stream))
 }
 
 pub async fn health(http: &reqwest::Client, spec: &ProviderSpec) -> Result<(), ProviderError> {
-    let rb = headers(http.get(format!("{}/v1/models", spec.base_url)), spec).timeout(Duration::from_secs(10));
+    let rb = headers(http.get(format!("{}/v1/models", spec.base_url)), spec)
+        .timeout(Duration::from_secs(10));
     http::send(&spec.name, rb, error_parts).await.map(|_| ())
 }

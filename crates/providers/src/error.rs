@@ -103,7 +103,9 @@ impl ProviderError {
             {
                 ErrorClass::ContextLength
             }
-            _ if lower.contains("content management policy") || lower.contains("content_filter") => {
+            _ if lower.contains("content management policy")
+                || lower.contains("content_filter") =>
+            {
                 ErrorClass::ContentFilter
             }
             _ => ErrorClass::BadRequest,

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use wire::gemini::{self as wg, BatchEmbedContentsResponse, GenerateContentResponse, StreamToChunks};
+use wire::gemini::{
+    self as wg, BatchEmbedContentsResponse, GenerateContentResponse, StreamToChunks,
+};
 use wire::openai::{ChatRequest, EmbeddingsRequest, EmbeddingsResponse};
 
 use crate::error::{ErrorClass, ProviderError};
@@ -23,98 +25,193 @@ fn keyed(rb: reqwest::RequestBuilder, spec: &ProviderSpec) -> reqwest::RequestBu
 
 fn error_parts(body: &[u8]) -> Option<ErrorParts> {
     let e = wg::parse_error(body)?;
-    Some(ErrorParts { message: e.error.message, code: Some(e.error.status), param: None })
+    Some(ErrorParts {
+        message: e.error.message,
+        code: Some(e.error.status),
+        param: None,
+    })
 }
 
 fn url(spec: &ProviderSpec, model: &str, action: &str) -> String {
-    format!("{}/v1beta/{}:{action}", spec.base_url, wg::model_resource(model))
+    format!(
+        "{}/v1beta/{}:{action}",
+        spec.base_url,
+        wg::model_resource(model)
+    )
 }
 
-fn post(http: &reqwest::Client, spec: &ProviderSpec, url: String, body: Vec<u8>) -> reqwest::RequestBuilder {
-    keyed(http.post(url), spec).header(reqwest::header::CONTENT_TYPE, "application/json").body(body)
+fn post(
+    http: &reqwest::Client,
+    spec: &ProviderSpec,
+    url: String,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    keyed(http.post(url), spec)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
 }
 
 fn encode(spec: &ProviderSpec, req: &ChatRequest) -> Result<Vec<u8>, ProviderError> {
-    let g = wg::request_from_chat(req).map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
-    serde_json::to_vec(&g).map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))
+    let g = wg::request_from_chat(req)
+        .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
+    serde_json::to_vec(&g)
+        .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))
 }
 
-pub async fn chat(http: &reqwest::Client, spec: &ProviderSpec, req: &ChatRequest) -> Result<ChatOutput, ProviderError> {
+pub async fn chat(
+    http: &reqwest::Client,
+    spec: &ProviderSpec,
+    req: &ChatRequest,
+) -> Result<ChatOutput, ProviderError> {
     let body = encode(spec, req)?;
     let rb = post(http, spec, url(spec, &req.model, "generateContent"), body).timeout(spec.timeout);
     let resp = http::send(&spec.name, rb, error_parts).await?;
     let bytes = http::body(&spec.name, resp).await?;
     let g: GenerateContentResponse = serde_json::from_slice(&bytes).map_err(|e| {
-        ProviderError::new(&spec.name, ErrorClass::StreamBroken, format!("upstream sent an unreadable response: {e}"))
+        ProviderError::new(
+            &spec.name,
+            ErrorClass::StreamBroken,
+            format!("upstream sent an unreadable response: {e}"),
+        )
     })?;
     if g.candidates.is_empty() {
         // A prompt blocked by safety settings comes back with no candidates.
-        return Err(ProviderError::new(&spec.name, ErrorClass::ContentFilter, "the provider blocked the prompt"));
+        return Err(ProviderError::new(
+            &spec.name,
+            ErrorClass::ContentFilter,
+            "the provider blocked the prompt",
+        ));
     }
-    Ok(ChatOutput::Completion(wg::chat_from_response(g, &req.model)))
+    Ok(ChatOutput::Completion(wg::chat_from_response(
+        g, &req.model,
+    )))
 }
 
-pub async fn chat_stream(http: &reqwest::Client, spec: &ProviderSpec, req: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+pub async fn chat_stream(
+    http: &reqwest::Client,
+    spec: &ProviderSpec,
+    req: &ChatRequest,
+) -> Result<ChunkStream, ProviderError> {
     let body = encode(spec, req)?;
     let u = format!("{}?alt=sse", url(spec, &req.model, "streamGenerateContent"));
     let rb = post(http, spec, u, body).header(reqwest::header::ACCEPT, "text/event-stream");
     let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
         .await
-        .map_err(|_| ProviderError::new(&spec.name, ErrorClass::Timeout, "no response from upstream in time"))??;
+        .map_err(|_| {
+            ProviderError::new(
+                &spec.name,
+                ErrorClass::Timeout,
+                "no response from upstream in time",
+            )
+        })??;
     let provider = spec.name.clone();
     let events = Box::pin(http::sse_events(provider.clone(), resp, STREAM_IDLE));
-    let state = (events, StreamToChunks::new(&req.model), std::collections::VecDeque::new(), false, provider);
-    let stream = futures::stream::unfold(state, |(mut events, mut conv, mut pending, mut done, provider)| async move {
-        loop {
-            if let Some(c) = pending.pop_front() {
-                return Some((Ok(StreamItem { chunk: c, raw: None }), (events, conv, pending, done, provider)));
-            }
-            if done {
-                return None;
-            }
-            match events.next().await {
-                None => {
-                    done = true;
-                    // Gemini has no terminator event: a stream is complete once a finish reason came.
-                    if !conv.saw_finish_reason() {
-                        let e = ProviderError::new(&provider, ErrorClass::StreamBroken, "upstream stream ended without a finish reason");
-                        return Some((Err(e), (events, conv, pending, done, provider)));
-                    }
-                    pending.extend(conv.finish());
+    let state = (
+        events,
+        StreamToChunks::new(&req.model),
+        std::collections::VecDeque::new(),
+        false,
+        provider,
+    );
+    let stream = futures::stream::unfold(
+        state,
+        |(mut events, mut conv, mut pending, mut done, provider)| async move {
+            loop {
+                if let Some(c) = pending.pop_front() {
+                    return Some((
+                        Ok(StreamItem {
+                            chunk: c,
+                            raw: None,
+                        }),
+                        (events, conv, pending, done, provider),
+                    ));
                 }
-                Some(Err(e)) => return Some((Err(e), (events, conv, pending, true, provider))),
-                Some(Ok(ev)) => match serde_json::from_str::<GenerateContentResponse>(&ev.data) {
-                    Ok(r) => pending.extend(conv.on_response(r)),
-                    Err(e) => {
-                        let err = match wg::parse_error(ev.data.as_bytes()) {
-                            Some(g) => ProviderError::from_status(&provider, g.error.code, g.error.message),
-                            None => ProviderError::new(&provider, ErrorClass::StreamBroken, format!("upstream sent a malformed event: {e}")),
-                        };
-                        return Some((Err(err), (events, conv, pending, true, provider)));
+                if done {
+                    return None;
+                }
+                match events.next().await {
+                    None => {
+                        done = true;
+                        // Gemini has no terminator event: a stream is complete once a finish reason came.
+                        if !conv.saw_finish_reason() {
+                            let e = ProviderError::new(
+                                &provider,
+                                ErrorClass::StreamBroken,
+                                "upstream stream ended without a finish reason",
+                            );
+                            return Some((Err(e), (events, conv, pending, done, provider)));
+                        }
+                        pending.extend(conv.finish());
                     }
-                },
+                    Some(Err(e)) => return Some((Err(e), (events, conv, pending, true, provider))),
+                    Some(Ok(ev)) => match serde_json::from_str::<GenerateContentResponse>(&ev.data)
+                    {
+                        Ok(r) => pending.extend(conv.on_response(r)),
+                        Err(e) => {
+                            let err = match wg::parse_error(ev.data.as_bytes()) {
+                                Some(g) => ProviderError::from_status(
+                                    &provider,
+                                    g.error.code,
+                                    g.error.message,
+                                ),
+                                None => ProviderError::new(
+                                    &provider,
+                                    ErrorClass::StreamBroken,
+                                    format!("upstream sent a malformed event: {e}"),
+                                ),
+                            };
+                            return Some((Err(err), (events, conv, pending, true, provider)));
+                        }
+                    },
+                }
             }
-        }
-    });
+        },
+    );
     Ok(Box::pin(stream))
 }
 
-pub async fn embeddings(http: &reqwest::Client, spec: &ProviderSpec, req: &EmbeddingsRequest) -> Result<EmbeddingsResponse, ProviderError> {
+pub async fn embeddings(
+    http: &reqwest::Client,
+    spec: &ProviderSpec,
+    req: &EmbeddingsRequest,
+) -> Result<EmbeddingsResponse, ProviderError> {
     let batch = wg::embed_request_from_openai(req, &req.model)
         .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
-    let body = serde_json::to_vec(&batch).map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
-    let rb = post(http, spec, url(spec, &req.model, "batchEmbedContents"), body).timeout(spec.timeout);
+    let body = serde_json::to_vec(&batch)
+        .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
+    let rb = post(
+        http,
+        spec,
+        url(spec, &req.model, "batchEmbedContents"),
+        body,
+    )
+    .timeout(spec.timeout);
     let resp = http::send(&spec.name, rb, error_parts).await?;
     let bytes = http::body(&spec.name, resp).await?;
     let b: BatchEmbedContentsResponse = serde_json::from_slice(&bytes).map_err(|e| {
-        ProviderError::new(&spec.name, ErrorClass::StreamBroken, format!("upstream sent unreadable embeddings: {e}"))
+        ProviderError::new(
+            &spec.name,
+            ErrorClass::StreamBroken,
+            format!("upstream sent unreadable embeddings: {e}"),
+        )
     })?;
     // The batch API reports no usage: estimate at four characters a token.
-    let chars: usize = req.input.texts().unwrap_or_default().iter().map(|t| t.len()).sum();
-    Ok(wg::embeddings_from_gemini(b, &req.model, chars.div_ceil(4) as u64))
+    let chars: usize = req
+        .input
+        .texts()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| t.len())
+        .sum();
+    Ok(wg::embeddings_from_gemini(
+        b,
+        &req.model,
+        chars.div_ceil(4) as u64,
+    ))
 }
 
 pub async fn health(http: &reqwest::Client, spec: &ProviderSpec) -> Result<(), ProviderError> {
-    let rb = keyed(http.get(format!("{}/v1beta/models", spec.base_url)), spec).timeout(Duration::from_secs(10));
+    let rb = keyed(http.get(format!("{}/v1beta/models", spec.base_url)), spec)
+        .timeout(Duration::from_secs(10));
     http::send(&spec.name, rb, error_parts).await.map(|_| ())
 }

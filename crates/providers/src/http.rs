@@ -30,7 +30,10 @@ pub async fn send(
     rb: reqwest::RequestBuilder,
     vendor_message: fn(&[u8]) -> Option<ErrorParts>,
 ) -> Result<reqwest::Response, ProviderError> {
-    let resp = rb.send().await.map_err(|e| ProviderError::from_reqwest(provider, &e))?;
+    let resp = rb
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_reqwest(provider, &e))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -39,7 +42,10 @@ pub async fn send(
         return Err(ProviderError::new(
             provider,
             ErrorClass::Server,
-            format!("upstream answered {} (a redirect, which the gateway never follows)", status.as_u16()),
+            format!(
+                "upstream answered {} (a redirect, which the gateway never follows)",
+                status.as_u16()
+            ),
         ));
     }
     let ra = retry_after(resp.headers());
@@ -70,7 +76,9 @@ pub struct ErrorParts {
 
 /// Reads the whole body, bounded by the provider deadline already on the request.
 pub async fn body(provider: &str, resp: reqwest::Response) -> Result<Bytes, ProviderError> {
-    resp.bytes().await.map_err(|e| ProviderError::from_reqwest(provider, &e))
+    resp.bytes()
+        .await
+        .map_err(|e| ProviderError::from_reqwest(provider, &e))
 }
 
 /// The SSE events of a response body as they arrive. A transport error ends the stream with
@@ -108,7 +116,11 @@ pub fn sse_events(
                 Ok(n) => n,
                 Err(_) => {
                     st.done = true;
-                    let e = ProviderError::new(&st.provider, ErrorClass::Timeout, "upstream stream stalled");
+                    let e = ProviderError::new(
+                        &st.provider,
+                        ErrorClass::Timeout,
+                        "upstream stream stalled",
+                    );
                     return Some((Err(e), st));
                 }
             };
@@ -124,7 +136,11 @@ pub fn sse_events(
                     Ok(events) => st.pending.extend(events),
                     Err(e) => {
                         st.done = true;
-                        let err = ProviderError::new(&st.provider, ErrorClass::StreamBroken, e.to_string());
+                        let err = ProviderError::new(
+                            &st.provider,
+                            ErrorClass::StreamBroken,
+                            e.to_string(),
+                        );
                         return Some((Err(err), st));
                     }
                 },

@@ -4,7 +4,9 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
-use wire::openai::{ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse, Usage};
+use wire::openai::{
+    ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse, Usage,
+};
 
 use crate::error::ProviderError;
 use crate::spec::{ProviderKind, ProviderSpec};
@@ -60,7 +62,9 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider").field("spec", &self.spec).finish()
+        f.debug_struct("Provider")
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -95,7 +99,10 @@ impl Provider {
         }
     }
 
-    pub async fn embeddings(&self, req: &EmbeddingsRequest) -> Result<EmbeddingsResponse, ProviderError> {
+    pub async fn embeddings(
+        &self,
+        req: &EmbeddingsRequest,
+    ) -> Result<EmbeddingsResponse, ProviderError> {
         match self.spec.kind {
             ProviderKind::Anthropic => Err(ProviderError::new(
                 &self.spec.name,

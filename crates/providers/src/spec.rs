@@ -97,7 +97,9 @@ pub enum SpecError {
     UnknownKind(String, String),
     #[error("provider '{0}' of kind {1} needs base_url")]
     MissingBaseUrl(String, &'static str),
-    #[error("provider '{0}': base_url must be an http(s) URL without credentials, query or fragment")]
+    #[error(
+        "provider '{0}': base_url must be an http(s) URL without credentials, query or fragment"
+    )]
     BadBaseUrl(String),
     #[error("provider '{0}' of kind azure_openai needs api_version")]
     MissingApiVersion(String),
@@ -149,7 +151,11 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    if ok { Ok(()) } else { Err(SpecError::BadName(name.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::BadName(name.to_string()))
+    }
 }
 
 fn check_base_url(name: &str, base: &str) -> Result<(), SpecError> {
@@ -172,7 +178,10 @@ mod tests {
     #[test]
     fn kinds_parse_with_defaults() {
         let s = ProviderSpec::build("g", "groq", None, None).ok();
-        assert_eq!(s.map(|s| s.base_url), Some("https://api.groq.com/openai/v1".to_string()));
+        assert_eq!(
+            s.map(|s| s.base_url),
+            Some("https://api.groq.com/openai/v1".to_string())
+        );
         assert!(matches!(
             ProviderSpec::build("x", "vllm", None, None),
             Err(SpecError::MissingBaseUrl(..))
@@ -185,9 +194,25 @@ mod tests {
 
     #[test]
     fn base_urls_with_credentials_or_queries_are_refused() {
-        for b in ["ftp://x", "http://user:pw@host/v1", "http://h/v1?x=1", "http:///v1"] {
-            assert!(ProviderSpec::build("x", "openai_compatible", Some(b), None).is_err(), "{b}");
+        for b in [
+            "ftp://x",
+            "http://user:pw@host/v1",
+            "http://h/v1?x=1",
+            "http:///v1",
+        ] {
+            assert!(
+                ProviderSpec::build("x", "openai_compatible", Some(b), None).is_err(),
+                "{b}"
+            );
         }
-        assert!(ProviderSpec::build("x", "openai_compatible", Some("http://127.0.0.1:8000/v1/"), None).is_ok());
+        assert!(
+            ProviderSpec::build(
+                "x",
+                "openai_compatible",
+                Some("http://127.0.0.1:8000/v1/"),
+                None
+            )
+            .is_ok()
+        );
     }
 }

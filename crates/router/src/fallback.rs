@@ -41,7 +41,10 @@ impl Fallbacks {
             ErrorClass::Timeout | ErrorClass::Connect => &self.timeout,
             ErrorClass::ContextLength => &self.context_length,
             ErrorClass::ContentFilter => &self.content_filter,
-            ErrorClass::Auth | ErrorClass::BadRequest | ErrorClass::NotFound => &self.any,
+            // Another provider or key may serve the same model.
+            ErrorClass::Auth | ErrorClass::NotFound => &self.any,
+            // The request itself is wrong: every other model would refuse it too.
+            ErrorClass::BadRequest => return &[],
         };
         if !own.is_empty() {
             own
@@ -84,7 +87,11 @@ pub enum Attempt {
 }
 
 /// Calls `call` on targets until one succeeds, following the route's fallback chains.
-pub async fn execute<T, F, Fut>(table: &RoutingTable, model: &str, mut call: F) -> Result<Outcome<T>, Attempt>
+pub async fn execute<T, F, Fut>(
+    table: &RoutingTable,
+    model: &str,
+    mut call: F,
+) -> Result<Outcome<T>, Attempt>
 where
     F: FnMut(Target) -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
@@ -98,7 +105,12 @@ where
     for target in primary.targets {
         match try_one(&mut call, target, &mut tried, &mut attempts).await {
             Some(Ok((value, target))) => {
-                return Ok(Outcome { value, target, fallback_reason: first_failure, attempts });
+                return Ok(Outcome {
+                    value,
+                    target,
+                    fallback_reason: first_failure,
+                    attempts,
+                });
             }
             Some(Err(e)) => {
                 first_failure.get_or_insert(e.class);
@@ -117,8 +129,7 @@ where
     };
     let mut visited = vec![model.to_string()];
     let mut i = 0;
-    loop {
-        let Some(err) = &last else { break };
+    while let Some(err) = &last {
         let names = chain.for_class(err.class);
         let Some(name) = names.get(i) else { break };
         i += 1;
@@ -126,14 +137,21 @@ where
             continue;
         }
         visited.push(name.clone());
-        let Ok(resolved) = table.resolve(name) else { continue };
+        let Ok(resolved) = table.resolve(name) else {
+            continue;
+        };
         for target in resolved.targets {
             if attempts >= MAX_ATTEMPTS {
                 break;
             }
             match try_one(&mut call, target, &mut tried, &mut attempts).await {
                 Some(Ok((value, target))) => {
-                    return Ok(Outcome { value, target, fallback_reason: first_failure, attempts });
+                    return Ok(Outcome {
+                        value,
+                        target,
+                        fallback_reason: first_failure,
+                        attempts,
+                    });
                 }
                 Some(Err(e)) => {
                     let retryable = e.class.retryable();
@@ -173,7 +191,11 @@ where
 
 fn last_or_unknown(last: Option<ProviderError>, model: &str) -> ProviderError {
     last.unwrap_or_else(|| {
-        ProviderError::new("router", ErrorClass::NotFound, format!("no target could serve `{model}`"))
+        ProviderError::new(
+            "router",
+            ErrorClass::NotFound,
+            format!("no target could serve `{model}`"),
+        )
     })
 }
 

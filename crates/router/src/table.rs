@@ -87,23 +87,31 @@ impl RoutingTable {
 
     pub fn resolve(&self, model: &str) -> Result<Resolved<'_>, RouteError> {
         if let Some(r) = self.routes.get(model) {
-            return Ok(Resolved { targets: r.targets.clone(), fallbacks: Some(&r.fallbacks) });
+            return Ok(Resolved {
+                targets: r.targets.clone(),
+                fallbacks: Some(&r.fallbacks),
+            });
         }
-        if let Some((prov, upstream)) = model.split_once('/') {
-            if let Some(p) = self.providers.iter().find(|p| p.name == prov) {
-                return Ok(single(&p.name, upstream));
-            }
+        if let Some((prov, upstream)) = model.split_once('/')
+            && let Some(p) = self.providers.iter().find(|p| p.name == prov)
+        {
+            return Ok(single(&p.name, upstream));
         }
         if let Some(p) = self.by_pattern(model) {
             return Ok(single(&p.name, model));
         }
-        if let Some(p) = self.providers.iter().find(|p| p.models.iter().any(|m| m == model)) {
+        if let Some(p) = self
+            .providers
+            .iter()
+            .find(|p| p.models.iter().any(|m| m == model))
+        {
             return Ok(single(&p.name, model));
         }
         match model.split_once('/') {
-            Some((prov, _)) if !prov.is_empty() => {
-                Err(RouteError::UnknownProvider(model.to_string(), prov.to_string()))
-            }
+            Some((prov, _)) if !prov.is_empty() => Err(RouteError::UnknownProvider(
+                model.to_string(),
+                prov.to_string(),
+            )),
             _ => Err(RouteError::UnknownModel(model.to_string())),
         }
     }
@@ -111,7 +119,16 @@ impl RoutingTable {
     /// The default patterns: a well-known model family goes to the first provider of its kind.
     fn by_pattern(&self, model: &str) -> Option<&ProviderEntry> {
         let first_of = |f: &dyn Fn(ProviderKind) -> bool| self.providers.iter().find(|p| f(p.kind));
-        let openai = ["gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage"];
+        let openai = [
+            "gpt-",
+            "o1",
+            "o3",
+            "o4",
+            "chatgpt-",
+            "text-embedding-",
+            "davinci",
+            "babbage",
+        ];
         if openai.iter().any(|p| model.starts_with(p)) {
             return first_of(&|k| k == ProviderKind::OpenAi)
                 .or_else(|| first_of(&|k| k == ProviderKind::AzureOpenAi));
@@ -119,7 +136,10 @@ impl RoutingTable {
         if model.starts_with("claude-") {
             return first_of(&|k| k == ProviderKind::Anthropic);
         }
-        if model.starts_with("gemini-") || model.starts_with("text-embedding-004") || model.starts_with("gemma-") {
+        if model.starts_with("gemini-")
+            || model.starts_with("text-embedding-004")
+            || model.starts_with("gemma-")
+        {
             return first_of(&|k| k == ProviderKind::Gemini);
         }
         first_of(&|k| match k {
@@ -131,7 +151,11 @@ impl RoutingTable {
 
 fn single<'a>(provider: &str, model: &str) -> Resolved<'a> {
     Resolved {
-        targets: vec![Target { provider: provider.to_string(), model: model.to_string(), weight: 1 }],
+        targets: vec![Target {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            weight: 1,
+        }],
         fallbacks: None,
     }
 }

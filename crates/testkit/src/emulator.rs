@@ -130,7 +130,12 @@ impl EmulatorState {
             path: path.to_string(),
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect(),
             body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
         };
@@ -193,15 +198,28 @@ impl Emulator {
 
     /// A fault for the next request of any vendor and model.
     pub fn fail_next(&self, fault: Fault) {
-        self.push_fault(FaultRule { fault, model: None, vendor: None, times: 1 });
+        self.push_fault(FaultRule {
+            fault,
+            model: None,
+            vendor: None,
+            times: 1,
+        });
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+        self.state
+            .recorded
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     pub fn last_request(&self) -> Option<Recorded> {
-        self.state.recorded.lock().ok().and_then(|r| r.last().cloned())
+        self.state
+            .recorded
+            .lock()
+            .ok()
+            .and_then(|r| r.last().cloned())
     }
 }
 
@@ -222,7 +240,10 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn push_fault(State(s): State<Shared>, axum::Json(rule): axum::Json<FaultRule>) -> StatusCode {
+async fn push_fault(
+    State(s): State<Shared>,
+    axum::Json(rule): axum::Json<FaultRule>,
+) -> StatusCode {
     if let Ok(mut f) = s.faults.lock() {
         f.push_back(rule);
     }
@@ -292,7 +313,11 @@ pub fn sse_body(events: Vec<Bytes>, fault: Option<Fault>) -> Response {
 }
 
 /// A JSON response with a status and extra headers.
-pub fn json_response(status: u16, headers: &[(&str, String)], body: &serde_json::Value) -> Response {
+pub fn json_response(
+    status: u16,
+    headers: &[(&str, String)],
+    body: &serde_json::Value,
+) -> Response {
     let mut b = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json");

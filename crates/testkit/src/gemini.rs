@@ -218,7 +218,15 @@ impl Answer {
             .generation_config
             .as_ref()
             .and_then(|g| g.max_output_tokens);
-        let words = reply::words(&prompt, s.answer_len(max));
+        let mut words = reply::words(&prompt, s.answer_len(max));
+        let json_mode = req
+            .generation_config
+            .as_ref()
+            .and_then(|g| g.response_mime_type.as_deref())
+            == Some("application/json");
+        if json_mode {
+            words = vec![json!({"echo": words.join(" ")}).to_string()];
+        }
         let natural = reply::words(&prompt, None).len();
         let cut = max.is_some_and(|m| (m as usize) < natural);
         Answer {

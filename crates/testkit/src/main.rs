@@ -12,7 +12,9 @@ fn main() -> anyhow::Result<()> {
     let mut config = testkit::EmulatorConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let v = args.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?;
+        let v = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?;
         match a.as_str() {
             "--port" => port = v.parse()?,
             "--chunks" => config.stream_chunks = v.parse()?,

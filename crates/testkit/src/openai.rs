@@ -18,8 +18,15 @@ pub fn routes() -> Router<Shared> {
         .route("/v1/chat/completions", post(openai_chat))
         .route("/v1/embeddings", post(openai_embeddings))
         .route("/v1/models", get(openai_models))
-        .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
-        .route("/openai/deployments/{deployment}/embeddings", post(azure_embeddings))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(azure_embeddings),
+        )
+        .route("/openai/models", get(azure_models))
 }
 
 #[derive(serde::Deserialize)]
@@ -43,7 +50,13 @@ fn azure_key_ok(s: &Shared, headers: &HeaderMap) -> bool {
         .is_some_and(|k| k == s.config.api_key)
 }
 
-fn error(status: u16, message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Response {
+fn error(
+    status: u16,
+    message: &str,
+    kind: &str,
+    code: Option<&str>,
+    param: Option<&str>,
+) -> Response {
     json_response(
         status,
         &[("x-request-id", format!("req_{}", next_id()))],
@@ -64,12 +77,32 @@ fn auth_error() -> Response {
 /// The error for a scripted `Status` fault, with the headers OpenAI sends alongside it.
 fn fault_response(status: u16, retry_after: Option<u64>, message: Option<String>) -> Response {
     let (msg, kind, code) = match status {
-        429 => ("Rate limit reached for requests", "requests", Some("rate_limit_exceeded")),
+        429 => (
+            "Rate limit reached for requests",
+            "requests",
+            Some("rate_limit_exceeded"),
+        ),
         400 => ("Invalid request", "invalid_request_error", None),
-        401 => ("Incorrect API key provided", "invalid_request_error", Some("invalid_api_key")),
-        404 => ("The model does not exist or you do not have access to it.", "invalid_request_error", Some("model_not_found")),
-        503 => ("The engine is currently overloaded, please try again later.", "server_error", None),
-        _ => ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+        401 => (
+            "Incorrect API key provided",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
+        404 => (
+            "The model does not exist or you do not have access to it.",
+            "invalid_request_error",
+            Some("model_not_found"),
+        ),
+        503 => (
+            "The engine is currently overloaded, please try again later.",
+            "server_error",
+            None,
+        ),
+        _ => (
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            None,
+        ),
     };
     let msg = message.unwrap_or_else(|| msg.to_string());
     let mut headers = vec![("x-request-id", format!("req_{}", next_id()))];
@@ -79,7 +112,10 @@ fn fault_response(status: u16, retry_after: Option<u64>, message: Option<String>
     if status == 429 {
         headers.push(("x-ratelimit-limit-requests", "10000".into()));
         headers.push(("x-ratelimit-remaining-requests", "0".into()));
-        headers.push(("x-ratelimit-reset-requests", format!("{}s", retry_after.unwrap_or(1))));
+        headers.push((
+            "x-ratelimit-reset-requests",
+            format!("{}s", retry_after.unwrap_or(1)),
+        ));
     }
     let context_len = message_code_is_context(&msg);
     json_response(
@@ -106,7 +142,12 @@ fn ratelimit_headers() -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn openai_chat(State(s): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn openai_chat(
+    State(s): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !bearer_ok(&s, &headers) {
         return auth_error();
     }
@@ -123,10 +164,22 @@ async fn azure_chat(
     body: Bytes,
 ) -> Response {
     if !azure_key_ok(&s, &headers) {
-        return error(401, "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.", "invalid_request_error", Some("401"), None);
+        return error(
+            401,
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+            "invalid_request_error",
+            Some("401"),
+            None,
+        );
     }
     if q.api_version.is_none() {
-        return error(404, "Resource not found", "invalid_request_error", Some("404"), None);
+        return error(
+            404,
+            "Resource not found",
+            "invalid_request_error",
+            Some("404"),
+            None,
+        );
     }
     s.record(Vendor::Azure, uri.path(), &headers, &body);
     chat(s, Vendor::Azure, Some(deployment), body).await
@@ -158,20 +211,43 @@ async fn chat(s: Shared, vendor: Vendor, deployment: Option<String>, body: Bytes
         );
     }
     if req.messages.is_empty() {
-        return error(400, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "invalid_request_error", Some("empty_array"), Some("messages"));
+        return error(
+            400,
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "invalid_request_error",
+            Some("empty_array"),
+            Some("messages"),
+        );
     }
     let fault = pre_response(s.take_fault(vendor, &model)).await;
-    if let Some(Fault::Status { status, retry_after, message }) = fault {
+    if let Some(Fault::Status {
+        status,
+        retry_after,
+        message,
+    }) = fault
+    {
         return fault_response(status, retry_after, message);
     }
     let no_usage = matches!(fault, Some(Fault::NoUsage));
     let answer = Answer::for_request(&s, &req);
     let prompt_tokens = prompt_tokens(&req);
-    let cached = req.extra.contains_key("prompt_cache_key").then_some(prompt_tokens / 2);
+    let cached = req
+        .extra
+        .contains_key("prompt_cache_key")
+        .then_some(prompt_tokens / 2);
     let id = format!("chatcmpl-emu{}", next_id());
     let created = wire::unix_now();
     if req.is_stream() {
-        let events = stream_events(&id, created, &model, &answer, &req, prompt_tokens, cached, no_usage);
+        let events = stream_events(
+            &id,
+            created,
+            &model,
+            &answer,
+            &req,
+            prompt_tokens,
+            cached,
+            no_usage,
+        );
         return sse_body(events, fault);
     }
     let (message, finish) = match &answer.tool_call {
@@ -222,10 +298,19 @@ impl Answer {
                 _ => tools[0].function.name.clone(),
             };
             let args = json!({"input": last_user}).to_string();
-            return Answer { words: Vec::new(), tool_call: Some((name, args)), finish: "tool_calls" };
+            return Answer {
+                words: Vec::new(),
+                tool_call: Some((name, args)),
+                finish: "tool_calls",
+            };
         }
         let prompt = if after_tool {
-            let tool_text = req.messages.last().and_then(|m| m.content.as_ref()).map(Content::joined_text).unwrap_or_default();
+            let tool_text = req
+                .messages
+                .last()
+                .and_then(|m| m.content.as_ref())
+                .map(Content::joined_text)
+                .unwrap_or_default();
             format!("tool said {tool_text}")
         } else {
             last_user
@@ -233,7 +318,10 @@ impl Answer {
         let natural = reply::words(&prompt, None).len();
         let cap = s.answer_len(req.max_output_tokens());
         let mut words = reply::words(&prompt, cap);
-        let json_mode = req.response_format.as_ref().is_some_and(|f| f.kind != "text");
+        let json_mode = req
+            .response_format
+            .as_ref()
+            .is_some_and(|f| f.kind != "text");
         if json_mode {
             words = vec![json!({"echo": words.join(" ")}).to_string()];
         }
@@ -241,7 +329,11 @@ impl Answer {
             Some(c) if natural.max(cap.pad_to.unwrap_or(0)) > c => "length",
             _ => "stop",
         };
-        Answer { words, tool_call: None, finish }
+        Answer {
+            words,
+            tool_call: None,
+            finish,
+        }
     }
 
     fn text(&self) -> String {
@@ -274,7 +366,10 @@ fn usage_json(prompt: u64, completion: u64, cached: Option<u64>) -> Value {
     })
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename these")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename these"
+)]
 fn stream_events(
     id: &str,
     created: u64,
@@ -295,7 +390,10 @@ fn stream_events(
         }
         wire::sse::data_event(c.to_string().as_bytes())
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), None)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    )];
     match &answer.tool_call {
         Some((name, args)) => {
             events.push(chunk(
@@ -306,7 +404,10 @@ fn stream_events(
             let bytes: Vec<char> = args.chars().collect();
             for part in bytes.chunks(8) {
                 let frag: String = part.iter().collect();
-                events.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]}), None));
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]}),
+                    None,
+                ));
             }
         }
         None => {
@@ -326,7 +427,12 @@ fn stream_events(
     events
 }
 
-async fn openai_embeddings(State(s): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn openai_embeddings(
+    State(s): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !bearer_ok(&s, &headers) {
         return auth_error();
     }
@@ -343,23 +449,53 @@ async fn azure_embeddings(
     body: Bytes,
 ) -> Response {
     if !azure_key_ok(&s, &headers) {
-        return error(401, "Access denied due to invalid subscription key.", "invalid_request_error", Some("401"), None);
+        return error(
+            401,
+            "Access denied due to invalid subscription key.",
+            "invalid_request_error",
+            Some("401"),
+            None,
+        );
     }
     if q.api_version.is_none() {
-        return error(404, "Resource not found", "invalid_request_error", Some("404"), None);
+        return error(
+            404,
+            "Resource not found",
+            "invalid_request_error",
+            Some("404"),
+            None,
+        );
     }
     s.record(Vendor::Azure, uri.path(), &headers, &body);
     embeddings(s, Vendor::Azure, Some(deployment), body).await
 }
 
-async fn embeddings(s: Shared, vendor: Vendor, deployment: Option<String>, body: Bytes) -> Response {
+async fn embeddings(
+    s: Shared,
+    vendor: Vendor,
+    deployment: Option<String>,
+    body: Bytes,
+) -> Response {
     let req: EmbeddingsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(400, &format!("Invalid request body: {e}"), "invalid_request_error", None, None),
+        Err(e) => {
+            return error(
+                400,
+                &format!("Invalid request body: {e}"),
+                "invalid_request_error",
+                None,
+                None,
+            );
+        }
     };
     let model = deployment.unwrap_or_else(|| req.model.clone());
     let fault = pre_response(s.take_fault(vendor, &model)).await;
-    if let Some(Fault::Status { status, retry_after, message }) = fault {
+    if let Some(Fault::Status {
+        status,
+        retry_after,
+        message,
+    }) = fault
+    {
         return fault_response(status, retry_after, message);
     }
     let texts: Vec<String> = match &req.input {
@@ -369,7 +505,13 @@ async fn embeddings(s: Shared, vendor: Vendor, deployment: Option<String>, body:
         EmbeddingInput::ManyTokens(v) => v.iter().map(|t| format!("{t:?}")).collect(),
     };
     if texts.is_empty() || texts.iter().any(String::is_empty) {
-        return error(400, "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", "invalid_request_error", None, None);
+        return error(
+            400,
+            "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+            "invalid_request_error",
+            None,
+            None,
+        );
     }
     let dims = req.dimensions.map_or(1536, |d| d as usize);
     let base64 = req.encoding_format.as_deref() == Some("base64");
@@ -378,7 +520,11 @@ async fn embeddings(s: Shared, vendor: Vendor, deployment: Option<String>, body:
         .enumerate()
         .map(|(i, t)| {
             let v = reply::embedding(t, dims);
-            let emb = if base64 { Value::String(f32_base64(&v)) } else { json!(v) };
+            let emb = if base64 {
+                Value::String(f32_base64(&v))
+            } else {
+                json!(v)
+            };
             json!({"object": "embedding", "index": i, "embedding": emb})
         })
         .collect();
@@ -405,29 +551,65 @@ fn base64_encode(bytes: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(A[(n >> 18) as usize & 63] as char);
         out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
+}
+
+async fn azure_models(State(s): State<Shared>, Query(q): Query<AzureQuery>, headers: HeaderMap) -> Response {
+    if !azure_key_ok(&s, &headers) {
+        return error(401, "Access denied due to invalid subscription key.", "invalid_request_error", Some("401"), None);
+    }
+    if q.api_version.is_none() {
+        return error(404, "Resource not found", "invalid_request_error", Some("404"), None);
+    }
+    let data: Vec<Value> = ["gpt-4o", "text-embedding-3-small"]
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created_at": 1_715_367_049, "status": "succeeded"}))
+        .collect();
+    json_response(200, &[], &json!({"object": "list", "data": data}))
 }
 
 async fn openai_models(State(s): State<Shared>, headers: HeaderMap) -> Response {
     // Anthropic serves the same path with its own header and shape.
     if let Some(k) = headers.get("x-api-key") {
         if k.as_bytes() != s.config.api_key.as_bytes() {
-            return json_response(401, &[], &json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}));
+            return json_response(
+                401,
+                &[],
+                &json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+            );
         }
         let data = json!([{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}]);
-        return json_response(200, &[], &json!({"data": data, "has_more": false, "first_id": "claude-sonnet-4-5", "last_id": "claude-sonnet-4-5"}));
+        return json_response(
+            200,
+            &[],
+            &json!({"data": data, "has_more": false, "first_id": "claude-sonnet-4-5", "last_id": "claude-sonnet-4-5"}),
+        );
     }
     if !bearer_ok(&s, &headers) {
         return auth_error();
     }
     let data: Vec<Value> = ["gpt-4o", "gpt-4o-mini", "o3-mini", "text-embedding-3-small"]
         .iter()
-        .map(|m| json!({"id": m, "object": "model", "created": 1_715_367_049, "owned_by": "system"}))
+        .map(
+            |m| json!({"id": m, "object": "model", "created": 1_715_367_049, "owned_by": "system"}),
+        )
         .collect();
-    json_response(200, &ratelimit_headers(), &json!({"object": "list", "data": data}))
+    json_response(
+        200,
+        &ratelimit_headers(),
+        &json!({"object": "list", "data": data}),
+    )
 }
 
 #[cfg(test)]

@@ -60,6 +60,11 @@ pub fn embedding(text: &str, dims: usize) -> Vec<f32> {
         }
         v.push(((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5);
     }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     v.iter().map(|x| x / norm).collect()
 }

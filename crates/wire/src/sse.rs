@@ -55,10 +55,7 @@ impl SseParser {
             self.skip_lf = false;
         }
         self.buf.extend_from_slice(input);
-        loop {
-            let Some(pos) = memchr::memchr2(b'\n', b'\r', &self.buf) else {
-                break;
-            };
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', &self.buf) {
             let line = self.buf.split_to(pos + 1);
             let ended_by_cr = line[pos] == b'\r';
             if ended_by_cr {
@@ -155,7 +152,10 @@ mod tests {
 
     fn all(chunks: &[&[u8]]) -> Vec<SseEvent> {
         let mut p = SseParser::new();
-        chunks.iter().flat_map(|c| p.push(c).unwrap_or_default()).collect()
+        chunks
+            .iter()
+            .flat_map(|c| p.push(c).unwrap_or_default())
+            .collect()
     }
 
     #[test]
@@ -164,8 +164,14 @@ mod tests {
         assert_eq!(
             evs,
             vec![
-                SseEvent { event: Some("ping".into()), data: "a\nb".into() },
-                SseEvent { event: None, data: "c".into() },
+                SseEvent {
+                    event: Some("ping".into()),
+                    data: "a\nb".into()
+                },
+                SseEvent {
+                    event: None,
+                    data: "c".into()
+                },
             ]
         );
     }
@@ -173,7 +179,13 @@ mod tests {
     #[test]
     fn cr_split_across_chunks_is_one_line_end() {
         let evs = all(&[b"data: x\r", b"\ndata: y\r", b"\r\n"]);
-        assert_eq!(evs, vec![SseEvent { event: None, data: "x\ny".into() }]);
+        assert_eq!(
+            evs,
+            vec![SseEvent {
+                event: None,
+                data: "x\ny".into()
+            }]
+        );
     }
 
     #[test]

@@ -30,23 +30,34 @@ fn the_issue_example_loads_with_secrets_interpolated() {
     let cfg = parse_str(GOOD).map_err(|e| e.to_string());
     let cfg = cfg.as_ref().ok();
     assert_eq!(cfg.map(|c| c.providers.len()), Some(3));
-    let key = cfg.and_then(|c| c.providers[0].api_key.as_ref()).map(|k| k.expose().to_string());
+    let key = cfg
+        .and_then(|c| c.providers[0].api_key.as_ref())
+        .map(|k| k.expose().to_string());
     assert_eq!(key.as_deref(), Some("sk-openai"));
-    assert_eq!(cfg.map(|c| c.models[0].fallbacks.any.clone()), Some(vec!["gpt-4o".to_string()]));
+    assert_eq!(
+        cfg.map(|c| c.models[0].fallbacks.any.clone()),
+        Some(vec!["gpt-4o".to_string()])
+    );
 }
 
 #[test]
 fn an_unset_variable_names_its_line() {
     let text = "providers:\n  - name: x\n    kind: openai\n    api_key: ${NOPE}\n";
     let e = parse_str(text).err().map(|e| e.to_string());
-    assert_eq!(e.as_deref(), Some("gw.yaml:4: -: environment variable NOPE is not set"));
+    assert_eq!(
+        e.as_deref(),
+        Some("gw.yaml:4: -: environment variable NOPE is not set")
+    );
 }
 
 #[test]
 fn an_unknown_field_names_file_line_and_field() {
     let text = "providers:\n  - name: x\n    kind: openai\n    api_kee: abc\n";
     let e = parse_str(text).err();
-    assert_eq!(e.as_ref().map(|e| (e.line, e.field.as_str())), Some((4, "providers[0]")));
+    assert_eq!(
+        e.as_ref().map(|e| (e.line, e.field.as_str())),
+        Some((4, "providers[0].api_kee"))
+    );
     assert!(e.is_some_and(|e| e.message.contains("api_kee")));
 }
 
@@ -54,7 +65,10 @@ fn an_unknown_field_names_file_line_and_field() {
 fn a_wrong_type_names_the_field() {
     let text = "providers:\n  - name: x\n    kind: openai\n    priority: high\n";
     let e = parse_str(text).err();
-    assert_eq!(e.as_ref().map(|e| (e.line, e.field.as_str())), Some((4, "providers[0].priority")));
+    assert_eq!(
+        e.as_ref().map(|e| (e.line, e.field.as_str())),
+        Some((4, "providers[0].priority"))
+    );
 }
 
 #[test]
@@ -71,14 +85,20 @@ fn a_target_naming_an_unknown_provider_points_at_its_line() {
 fn a_bad_kind_lists_the_known_ones() {
     let text = "providers:\n  - name: a\n    kind: openia\n";
     let e = parse_str(text).err();
-    assert_eq!(e.as_ref().map(|e| (e.line, e.field.as_str())), Some((3, "providers[0].kind")));
+    assert_eq!(
+        e.as_ref().map(|e| (e.line, e.field.as_str())),
+        Some((3, "providers[0].kind"))
+    );
     assert!(e.is_some_and(|e| e.message.contains("azure_openai")));
 }
 
 #[test]
 fn a_secret_is_not_echoed_in_errors() {
     let text = "providers:\n  - name: a\n    kind: openai\n    api_key: ${OPENAI_API_KEY}\n    priority: [1]\n";
-    let e = parse_str(text).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = parse_str(text)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(!e.contains("sk-openai"), "{e}");
 }
 

@@ -21,43 +21,84 @@ fn table() -> RoutingTable {
         ],
         vec![Route {
             name: "gpt-4o".into(),
-            targets: vec![Target { provider: "claude".into(), model: "claude-x".into(), weight: 1 }],
+            targets: vec![Target {
+                provider: "claude".into(),
+                model: "claude-x".into(),
+                weight: 1,
+            }],
             fallbacks: Fallbacks::default(),
         }],
     )
 }
 
 fn first(t: &RoutingTable, m: &str) -> Option<(String, String)> {
-    t.resolve(m).ok().and_then(|r| r.targets.first().map(|t| (t.provider.clone(), t.model.clone())))
+    t.resolve(m).ok().and_then(|r| {
+        r.targets
+            .first()
+            .map(|t| (t.provider.clone(), t.model.clone()))
+    })
 }
 
 #[test]
 fn default_patterns_pick_the_vendor() {
     let t = table();
-    assert_eq!(first(&t, "gpt-4o-mini"), Some(("oai".into(), "gpt-4o-mini".into())));
+    assert_eq!(
+        first(&t, "gpt-4o-mini"),
+        Some(("oai".into(), "gpt-4o-mini".into()))
+    );
     assert_eq!(first(&t, "o3-mini"), Some(("oai".into(), "o3-mini".into())));
-    assert_eq!(first(&t, "claude-sonnet-4-5"), Some(("claude".into(), "claude-sonnet-4-5".into())));
-    assert_eq!(first(&t, "gemini-2.0-flash"), Some(("gem".into(), "gemini-2.0-flash".into())));
-    assert_eq!(first(&t, "command-r-plus"), Some(("co".into(), "command-r-plus".into())));
+    assert_eq!(
+        first(&t, "claude-sonnet-4-5"),
+        Some(("claude".into(), "claude-sonnet-4-5".into()))
+    );
+    assert_eq!(
+        first(&t, "gemini-2.0-flash"),
+        Some(("gem".into(), "gemini-2.0-flash".into()))
+    );
+    assert_eq!(
+        first(&t, "command-r-plus"),
+        Some(("co".into(), "command-r-plus".into()))
+    );
 }
 
 #[test]
 fn an_alias_overrides_the_patterns() {
-    assert_eq!(first(&table(), "gpt-4o"), Some(("claude".into(), "claude-x".into())));
+    assert_eq!(
+        first(&table(), "gpt-4o"),
+        Some(("claude".into(), "claude-x".into()))
+    );
 }
 
 #[test]
 fn provider_slash_model_addresses_a_provider_directly() {
     let t = table();
-    assert_eq!(first(&t, "oai/gpt-4o"), Some(("oai".into(), "gpt-4o".into())));
+    assert_eq!(
+        first(&t, "oai/gpt-4o"),
+        Some(("oai".into(), "gpt-4o".into()))
+    );
     // Only the first slash splits: upstream names may contain slashes.
-    assert_eq!(first(&t, "low/meta/llama"), Some(("low".into(), "meta/llama".into())));
-    assert_eq!(t.resolve("nobody/x"), Err(RouteError::UnknownProvider("nobody/x".into(), "nobody".into())));
+    assert_eq!(
+        first(&t, "low/meta/llama"),
+        Some(("low".into(), "meta/llama".into()))
+    );
+    assert_eq!(
+        t.resolve("nobody/x"),
+        Err(RouteError::UnknownProvider(
+            "nobody/x".into(),
+            "nobody".into()
+        ))
+    );
 }
 
 #[test]
 fn unclaimed_names_go_to_the_highest_priority_lister() {
     let t = table();
-    assert_eq!(first(&t, "llama-3"), Some(("high".into(), "llama-3".into())));
-    assert_eq!(t.resolve("mystery"), Err(RouteError::UnknownModel("mystery".into())));
+    assert_eq!(
+        first(&t, "llama-3"),
+        Some(("high".into(), "llama-3".into()))
+    );
+    assert_eq!(
+        t.resolve("mystery"),
+        Err(RouteError::UnknownModel("mystery".into()))
+    );
 }
