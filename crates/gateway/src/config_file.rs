@@ -51,21 +51,34 @@ pub fn parse(
         field: field.to_string(),
         message,
     };
-    let text = interpolate(text, env)
+    let (text, used) = interpolate(text, env)
         .map_err(|(line, var)| err(line, "-", format!("environment variable {var} is not set")))?;
     let de = serde_yaml::Deserializer::from_str(&text);
     let cfg: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
         let line = inner.location().map_or(0, |l| l.line());
-        // serde_yaml appends "at line X column Y"; the line is already in the prefix.
+        // serde_yaml prefixes the path and appends "at line X column Y": both are in ours.
         let msg = inner.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        err(line, &field, msg)
+        let msg = msg.split(" at line ").next().unwrap_or(&msg);
+        let msg = msg.strip_prefix(&format!("{field}: ")).unwrap_or(msg);
+        err(line, &field, redact(msg, &used))
     })?;
     validate(&cfg, existing)
-        .map_err(|(path, message)| err(locate(&text, &path), &path, message))?;
+        .map_err(|(path, message)| err(locate(&text, &path), &path, redact(&message, &used)))?;
     Ok(cfg)
+}
+
+/// Puts `${VAR}` back wherever an interpolated value would appear in an error message: a
+/// variable meant for `api_key` but written into another field must not leak through the error.
+fn redact(message: &str, used: &[(String, String)]) -> String {
+    let mut out = message.to_string();
+    for (name, value) in used {
+        if !value.is_empty() {
+            out = out.replace(value.as_str(), &format!("${{{name}}}"));
+        }
+    }
+    out
 }
 
 fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String, String)> {
@@ -96,15 +109,24 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
     Ok(())
 }
 
-/// Replaces `${VAR}` everywhere; `$${` escapes a literal `${`. Returns the line and name of the
-/// first unset variable.
+/// The variables an interpolation used, with their values (for [`redact`]).
+type Used = Vec<(String, String)>;
+
+/// Replaces `${VAR}` outside comments; `$${` escapes a literal `${`. Returns the line and name
+/// of the first unset variable.
 fn interpolate(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, (usize, String)> {
+) -> Result<(String, Used), (usize, String)> {
     let mut out = String::with_capacity(text.len());
+    let mut used = Used::new();
     for (n, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
+        // A comment is everything from a `#` at the start or after white space.
+        let cut = line
+            .char_indices()
+            .find(|&(i, c)| c == '#' && (i == 0 || line[..i].ends_with([' ', '\t'])))
+            .map_or(line.len(), |(i, _)| i);
+        let (mut rest, comment) = line.split_at(cut);
         while let Some(i) = rest.find("${") {
             if rest[..i].ends_with('$') {
                 out.push_str(&rest[..i - 1]);
@@ -121,14 +143,18 @@ fn interpolate(
             };
             let name = &after[..end];
             match env(name) {
-                Some(v) => out.push_str(&v),
+                Some(v) => {
+                    out.push_str(&v);
+                    used.push((name.to_string(), v));
+                }
                 None => return Err((n + 1, name.to_string())),
             }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
-    Ok(out)
+    Ok((out, used))
 }
 
 /// The line (1-based) where a field path such as `models[1].targets[0].provider` is written, in

@@ -93,9 +93,15 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         http,
         token_hash: token.hash(),
     });
-    admin::reload(&admin_state)
+    let first = admin::catalog::snapshot_from_store(&store, &admin_state.http)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| match e {
+            admin::catalog::CatalogError::Store(store::StoreError::Crypto(what)) => anyhow::anyhow!(
+                "cannot decrypt the stored provider keys ({what}): GATEWAY_ENCRYPTION_KEY (or the data dir's encryption.key) is not the key they were written with"
+            ),
+            other => anyhow::anyhow!("cannot load the configuration from the store: {other}"),
+        })?;
+    gateway.swap(first);
 
     let data = tokio::net::TcpListener::bind((s.bind.as_str(), s.port))
         .await
@@ -127,16 +133,31 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         admin::app(admin_state),
     )
     .with_graceful_shutdown(wait(stop_rx));
+    // First signal: stop accepting and drain. A second signal, or the drain deadline, ends the
+    // process without waiting any longer.
+    let grace = s.shutdown_grace;
     let signal = async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
         let _ = stop_tx.send(true);
+        tokio::select! {
+            () = shutdown_signal() => tracing::warn!("second signal: exiting without draining"),
+            () = tokio::time::sleep(grace) => tracing::warn!("drain deadline passed: exiting with requests in flight"),
+        }
     };
-    let (a, b, ()) = tokio::join!(data_srv.into_future(), admin_srv.into_future(), signal);
-    a?;
-    b?;
-    store.close().await;
-    Ok(())
+    let servers = async { tokio::join!(data_srv.into_future(), admin_srv.into_future()) };
+    tokio::select! {
+        (a, b) = servers => {
+            a?;
+            b?;
+            store.close().await;
+            Ok(())
+        }
+        () = signal => anyhow::bail!("shutdown did not finish draining"),
+    }
 }
 
 async fn shutdown_signal() {

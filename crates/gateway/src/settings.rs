@@ -13,6 +13,8 @@ pub struct Settings {
     pub database_url: String,
     pub config_file: Option<PathBuf>,
     pub max_body_bytes: usize,
+    /// How long a shutdown waits for in-flight requests and streams.
+    pub shutdown_grace: std::time::Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -60,7 +62,16 @@ impl Settings {
                 .parse()
                 .context("GATEWAY_MAX_BODY_BYTES must be a number of bytes")?,
         };
+        let shutdown_grace = match var("GATEWAY_SHUTDOWN_GRACE") {
+            None => std::time::Duration::from_secs(30),
+            Some(v) => std::time::Duration::from_secs(
+                v.trim()
+                    .parse()
+                    .context("GATEWAY_SHUTDOWN_GRACE must be a number of seconds")?,
+            ),
+        };
         let s = Settings {
+            shutdown_grace,
             port: port("GATEWAY_PORT", 4080)?,
             admin_port: port("GATEWAY_ADMIN_PORT", 4081)?,
             bind: var("GATEWAY_BIND").unwrap_or_else(|| "127.0.0.1".into()),

@@ -1,16 +1,43 @@
 //! Edge layers: cheap, body-free work that every request gets.
 
-use axum::extract::Request;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
+/// A fresh request id: a random per-process prefix and a counter, so ids are unique across
+/// instances without a random-number syscall per request.
+pub fn next_request_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let u = uuid::Uuid::new_v4();
+        u.simple().to_string()[..16].to_string()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("req_{prefix}{n:012x}")
+}
+
 /// Gives every response an `x-request-id` (the gateway's own: a caller cannot choose it).
-pub async fn request_id(req: Request, next: Next) -> Response {
-    let id = format!("req_{}", uuid::Uuid::new_v4().simple());
-    let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
+pub fn stamp_request_id(mut resp: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&next_request_id()) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_and_header_safe() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| next_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(
+            ids.iter()
+                .all(|i| i.len() == 32 && HeaderValue::from_str(i).is_ok())
+        );
+    }
 }

@@ -1,11 +1,11 @@
-//! Stream egress: chunk streams re-encoded for the consumer's format, one event at a time (a
-//! stream is never buffered whole). A stream that breaks ends with an error event and without
+//! Stream egress: chunk streams re-encoded for the consumer's format as they arrive (a stream is
+//! never buffered whole; chunks already received are written together). A stream that breaks ends with an error event and without
 //! the success terminator, so no SDK presents it as a success.
 
 use std::convert::Infallible;
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, Stream, StreamExt};
 use providers::{ChunkStream, ProviderError, StreamItem};
 use wire::anthropic::{ChunksToStream, encode_event};
 use wire::openai::Usage;
@@ -59,6 +59,90 @@ impl Drop for State {
     }
 }
 
+/// How one consumer format writes a stream.
+trait Encode: Send + 'static {
+    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut);
+    fn finish(&mut self, out: &mut BytesMut);
+    fn error(&mut self, e: ProviderError, out: &mut BytesMut);
+}
+
+/// Drives a chunk stream through an encoder. Chunks that have already arrived are written
+/// together (one write instead of one per chunk); the driver never waits for more than one.
+fn drive<E: Encode>(
+    first: StreamItem,
+    rest: ChunkStream,
+    on_end: OnEnd,
+    enc: E,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    futures::stream::unfold(
+        (State::new(first, rest, on_end), enc),
+        |(mut st, mut enc)| async move {
+            let mut out = BytesMut::new();
+            while out.is_empty() {
+                if st.done {
+                    return None;
+                }
+                let mut next = st.next().await;
+                loop {
+                    match next {
+                        None => {
+                            st.end(true);
+                            enc.finish(&mut out);
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            st.end(false);
+                            enc.error(e, &mut out);
+                            break;
+                        }
+                        Some(Ok(item)) => {
+                            if let Some(u) = item.chunk.usage {
+                                st.usage = Some(u);
+                            }
+                            enc.chunk(item, &mut out);
+                        }
+                    }
+                    match st.rest.next().now_or_never() {
+                        Some(n) => next = n,
+                        None => break,
+                    }
+                }
+            }
+            Some((Ok(out.freeze()), (st, enc)))
+        },
+    )
+}
+
+struct OpenAiSse {
+    want_usage: bool,
+}
+
+impl Encode for OpenAiSse {
+    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut) {
+        let usage_only = item.chunk.choices.is_empty() && item.chunk.usage.is_some();
+        if usage_only && !self.want_usage {
+            return;
+        }
+        out.extend_from_slice(b"data: ");
+        match item.raw {
+            Some(raw) => out.extend_from_slice(&raw),
+            None => out.extend_from_slice(&serde_json::to_vec(&item.chunk).unwrap_or_default()),
+        }
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(sse::DONE);
+    }
+
+    fn error(&mut self, e: ProviderError, out: &mut BytesMut) {
+        let body = GatewayError::Upstream(e).body();
+        out.extend_from_slice(&sse::data_event(
+            &serde_json::to_vec(&body).unwrap_or_default(),
+        ));
+    }
+}
+
 /// OpenAI `chat.completion.chunk` events, then `data: [DONE]`.
 pub fn openai(
     first: StreamItem,
@@ -66,41 +150,31 @@ pub fn openai(
     want_usage: bool,
     on_end: OnEnd,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    futures::stream::unfold(State::new(first, rest, on_end), move |mut st| async move {
-        loop {
-            if st.done {
-                return None;
-            }
-            match st.next().await {
-                None => {
-                    st.end(true);
-                    return Some((Ok(Bytes::from_static(sse::DONE)), st));
-                }
-                Some(Err(e)) => {
-                    st.end(false);
-                    let body = GatewayError::Upstream(e).body();
-                    let json = serde_json::to_vec(&body).unwrap_or_default();
-                    return Some((Ok(sse::data_event(&json)), st));
-                }
-                Some(Ok(item)) => {
-                    if let Some(u) = item.chunk.usage {
-                        st.usage = Some(u);
-                    }
-                    let usage_only = item.chunk.choices.is_empty() && item.chunk.usage.is_some();
-                    if usage_only && !want_usage {
-                        continue;
-                    }
-                    let bytes = match item.raw {
-                        Some(raw) => sse::data_event(&raw),
-                        None => {
-                            sse::data_event(&serde_json::to_vec(&item.chunk).unwrap_or_default())
-                        }
-                    };
-                    return Some((Ok(bytes), st));
-                }
-            }
+    drive(first, rest, on_end, OpenAiSse { want_usage })
+}
+
+struct AnthropicSse(ChunksToStream);
+
+impl Encode for AnthropicSse {
+    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut) {
+        for ev in self.0.on_chunk(&item.chunk) {
+            out.extend_from_slice(&encode_event(&ev));
         }
-    })
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        for ev in self.0.finish() {
+            out.extend_from_slice(&encode_event(&ev));
+        }
+    }
+
+    fn error(&mut self, e: ProviderError, out: &mut BytesMut) {
+        let err = GatewayError::Upstream(e);
+        let (status, _, _) = err.parts();
+        let body = wire::anthropic::error_response(status.as_u16(), &err.message());
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        out.extend_from_slice(&sse::named_event("error", &json));
+    }
 }
 
 /// Anthropic Messages events (`message_start` … `message_stop`).
@@ -110,48 +184,10 @@ pub fn anthropic(
     model: &str,
     on_end: OnEnd,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<> {
-    let conv = ChunksToStream::new(model);
-    futures::stream::unfold(
-        (State::new(first, rest, on_end), conv),
-        |(mut st, mut conv)| async move {
-            loop {
-                if st.done {
-                    return None;
-                }
-                match st.next().await {
-                    None => {
-                        st.end(true);
-                        let out = join(conv.finish().iter().map(encode_event));
-                        return Some((Ok(out), (st, conv)));
-                    }
-                    Some(Err(e)) => {
-                        st.end(false);
-                        let err = GatewayError::Upstream(e);
-                        let (status, _, _) = err.parts();
-                        let body = wire::anthropic::error_response(status.as_u16(), &err.message());
-                        let json = serde_json::to_vec(&body).unwrap_or_default();
-                        return Some((Ok(sse::named_event("error", &json)), (st, conv)));
-                    }
-                    Some(Ok(item)) => {
-                        if let Some(u) = item.chunk.usage {
-                            st.usage = Some(u);
-                        }
-                        let events = conv.on_chunk(&item.chunk);
-                        if events.is_empty() {
-                            continue;
-                        }
-                        return Some((Ok(join(events.iter().map(encode_event))), (st, conv)));
-                    }
-                }
-            }
-        },
+    drive(
+        first,
+        rest,
+        on_end,
+        AnthropicSse(ChunksToStream::new(model)),
     )
-}
-
-fn join(parts: impl Iterator<Item = Bytes>) -> Bytes {
-    let mut out = Vec::new();
-    for p in parts {
-        out.extend_from_slice(&p);
-    }
-    Bytes::from(out)
 }

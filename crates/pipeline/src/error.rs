@@ -186,7 +186,8 @@ impl GatewayError {
         if let Some(s) = self.retry_after()
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
         }
         if let GatewayError::Upstream(e) = self
             && let Ok(v) = HeaderValue::from_str(&e.provider)

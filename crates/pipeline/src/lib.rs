@@ -47,5 +47,5 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(gw)
-        .layer(axum::middleware::from_fn(edge::request_id))
+        .layer(tower::util::MapResponseLayer::new(edge::stamp_request_id))
 }

@@ -4,7 +4,7 @@
 
 use futures::StreamExt;
 use providers::{ChatOutput, ChunkStream, ErrorClass, ProviderError, StreamItem};
-use wire::openai::{ChatRequest, EmbeddingsRequest, EmbeddingsResponse, StreamOptions};
+use wire::openai::{ChatRequest, EmbeddingsRequest, EmbeddingsResponse};
 
 use crate::error::GatewayError;
 use crate::state::Snapshot;
@@ -33,13 +33,9 @@ pub async fn complete(
 ) -> Result<Served<ChatOutput>, GatewayError> {
     let out = router::execute(&snap.table, &req.model, |t| {
         let provider = snap.providers.get(&t.provider).cloned();
-        let mut r = req.clone();
-        r.model = t.model;
-        r.stream = None;
-        r.stream_options = None;
         async move {
             match provider {
-                Some(p) => p.chat(&r).await,
+                Some(p) => p.chat(req, &t.model).await,
                 None => Err(missing(&t.provider)),
             }
         }
@@ -59,20 +55,11 @@ pub async fn open_stream(
 ) -> Result<Served<(StreamItem, ChunkStream)>, GatewayError> {
     let out = router::execute(&snap.table, &req.model, |t| {
         let provider = snap.providers.get(&t.provider).cloned();
-        let mut r = req.clone();
-        r.model = t.model;
-        r.stream = Some(true);
         async move {
             let Some(p) = provider else {
                 return Err(missing(&t.provider));
             };
-            if p.kind().speaks_openai() {
-                // Always ask for usage so the request can be billed; the egress drops the usage
-                // chunk again if the consumer did not ask for it.
-                let opts = r.stream_options.get_or_insert_with(StreamOptions::default);
-                opts.include_usage = Some(true);
-            }
-            let mut s = p.chat_stream(&r).await?;
+            let mut s = p.chat_stream(req, &t.model).await?;
             match s.next().await {
                 Some(Ok(first)) => Ok((first, s)),
                 Some(Err(e)) => Err(e),

@@ -1,5 +1,8 @@
 //! The data plane over real HTTP on loopback, against the provider emulators.
-#![expect(clippy::panic, reason = "test code: a failed setup must fail the test loudly")]
+#![expect(
+    clippy::panic,
+    reason = "test code: a failed setup must fail the test loudly"
+)]
 
 use std::time::Duration;
 

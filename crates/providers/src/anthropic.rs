@@ -35,9 +35,10 @@ fn error_parts(body: &[u8]) -> Option<ErrorParts> {
 fn build(
     spec: &ProviderSpec,
     req: &ChatRequest,
+    model: &str,
     stream: bool,
 ) -> Result<(Vec<u8>, bool), ProviderError> {
-    let mut m = wa::request_from_chat(req, &req.model)
+    let mut m = wa::request_from_chat(req, model)
         .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
     m.stream = stream.then_some(true);
     let body = serde_json::to_vec(&m)
@@ -55,8 +56,9 @@ pub async fn chat(
     http: &reqwest::Client,
     spec: &ProviderSpec,
     req: &ChatRequest,
+    model: &str,
 ) -> Result<ChatOutput, ProviderError> {
-    let (body, json_mode) = build(spec, req, false)?;
+    let (body, json_mode) = build(spec, req, model, false)?;
     let resp = http::send(
         &spec.name,
         post(http, spec, body).timeout(spec.timeout),
@@ -78,8 +80,9 @@ pub async fn chat_stream(
     http: &reqwest::Client,
     spec: &ProviderSpec,
     req: &ChatRequest,
+    model: &str,
 ) -> Result<ChunkStream, ProviderError> {
-    let (body, json_mode) = build(spec, req, true)?;
+    let (body, json_mode) = build(spec, req, model, true)?;
     let rb = post(http, spec, body).header(reqwest::header::ACCEPT, "text/event-stream");
     let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
         .await

@@ -62,9 +62,10 @@ pub async fn chat(
     http: &reqwest::Client,
     spec: &ProviderSpec,
     req: &ChatRequest,
+    model: &str,
 ) -> Result<ChatOutput, ProviderError> {
     let body = encode(spec, req)?;
-    let rb = post(http, spec, url(spec, &req.model, "generateContent"), body).timeout(spec.timeout);
+    let rb = post(http, spec, url(spec, model, "generateContent"), body).timeout(spec.timeout);
     let resp = http::send(&spec.name, rb, error_parts).await?;
     let bytes = http::body(&spec.name, resp).await?;
     let g: GenerateContentResponse = serde_json::from_slice(&bytes).map_err(|e| {
@@ -82,18 +83,17 @@ pub async fn chat(
             "the provider blocked the prompt",
         ));
     }
-    Ok(ChatOutput::Completion(wg::chat_from_response(
-        g, &req.model,
-    )))
+    Ok(ChatOutput::Completion(wg::chat_from_response(g, model)))
 }
 
 pub async fn chat_stream(
     http: &reqwest::Client,
     spec: &ProviderSpec,
     req: &ChatRequest,
+    model: &str,
 ) -> Result<ChunkStream, ProviderError> {
     let body = encode(spec, req)?;
-    let u = format!("{}?alt=sse", url(spec, &req.model, "streamGenerateContent"));
+    let u = format!("{}?alt=sse", url(spec, model, "streamGenerateContent"));
     let rb = post(http, spec, u, body).header(reqwest::header::ACCEPT, "text/event-stream");
     let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
         .await
@@ -108,7 +108,7 @@ pub async fn chat_stream(
     let events = Box::pin(http::sse_events(provider.clone(), resp, STREAM_IDLE));
     let state = (
         events,
-        StreamToChunks::new(&req.model),
+        StreamToChunks::new(model),
         std::collections::VecDeque::new(),
         false,
         provider,

@@ -19,6 +19,9 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
+        // One retry layer in the gateway (the router), none in the client; no proxy lookups.
+        .retry(reqwest::retry::never())
+        .no_proxy()
         .user_agent(concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))
         .build()
 }

@@ -56,10 +56,39 @@ fn authed(rb: reqwest::RequestBuilder, spec: &ProviderSpec) -> reqwest::RequestB
     }
 }
 
+/// The fixed URLs of a provider that does not put the model in its path, parsed once.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    chat: Option<reqwest::Url>,
+}
+
+impl Urls {
+    pub fn new(spec: &ProviderSpec) -> Urls {
+        let chat = match spec.kind {
+            ProviderKind::AzureOpenAi | ProviderKind::Anthropic | ProviderKind::Gemini => None,
+            _ => reqwest::Url::parse(&format!("{}/chat/completions", spec.base_url)).ok(),
+        };
+        Urls { chat }
+    }
+
+    fn chat(&self, spec: &ProviderSpec, model: &str) -> Result<reqwest::Url, ProviderError> {
+        match &self.chat {
+            Some(u) => Ok(u.clone()),
+            None => reqwest::Url::parse(&url(spec, Op::Chat, model)).map_err(|e| {
+                ProviderError::new(
+                    &spec.name,
+                    ErrorClass::BadRequest,
+                    format!("bad upstream URL: {e}"),
+                )
+            }),
+        }
+    }
+}
+
 fn post_json(
     http: &reqwest::Client,
     spec: &ProviderSpec,
-    url: String,
+    url: impl reqwest::IntoUrl,
     body: Vec<u8>,
 ) -> reqwest::RequestBuilder {
     authed(http.post(url), spec)
@@ -90,18 +119,45 @@ pub fn error_parts(body: &[u8]) -> Option<ErrorParts> {
     })
 }
 
-fn encode(provider: &str, req: &ChatRequest) -> Result<Vec<u8>, ProviderError> {
-    serde_json::to_vec(req)
-        .map_err(|e| ProviderError::new(provider, ErrorClass::BadRequest, e.to_string()))
+/// The request as JSON with `model` replaced by the upstream name, without cloning the request:
+/// `model` is the struct's first field, so its JSON starts `{"model":"…",` and only that prefix
+/// changes.
+pub fn encode(provider: &str, req: &ChatRequest, model: &str) -> Result<Vec<u8>, ProviderError> {
+    let bad =
+        |e: serde_json::Error| ProviderError::new(provider, ErrorClass::BadRequest, e.to_string());
+    let json = serde_json::to_vec(req).map_err(bad)?;
+    if req.model == model {
+        return Ok(json);
+    }
+    let old = serde_json::to_vec(&req.model).map_err(bad)?;
+    let prefix_len = br#"{"model":"#.len() + old.len();
+    if json.len() < prefix_len
+        || !json.starts_with(br#"{"model":"#)
+        || json[9..prefix_len] != old[..]
+    {
+        return Err(ProviderError::new(
+            provider,
+            ErrorClass::BadRequest,
+            "request did not serialise with model first",
+        ));
+    }
+    let new = serde_json::to_vec(model).map_err(bad)?;
+    let mut out = Vec::with_capacity(json.len() + new.len());
+    out.extend_from_slice(br#"{"model":"#);
+    out.extend_from_slice(&new);
+    out.extend_from_slice(&json[prefix_len..]);
+    Ok(out)
 }
 
 pub async fn chat(
     http: &reqwest::Client,
     spec: &ProviderSpec,
+    urls: &Urls,
     req: &ChatRequest,
+    model: &str,
 ) -> Result<ChatOutput, ProviderError> {
-    let body = encode(&spec.name, req)?;
-    let rb = post_json(http, spec, url(spec, Op::Chat, &req.model), body).timeout(spec.timeout);
+    let body = encode(&spec.name, req, model)?;
+    let rb = post_json(http, spec, urls.chat(spec, model)?, body).timeout(spec.timeout);
     let resp = http::send(&spec.name, rb, error_parts).await?;
     let body = http::body(&spec.name, resp).await?;
     let usage = serde_json::from_slice::<UsageOnly>(&body)
@@ -119,10 +175,19 @@ pub async fn chat(
 pub async fn chat_stream(
     http: &reqwest::Client,
     spec: &ProviderSpec,
+    urls: &Urls,
     req: &ChatRequest,
+    model: &str,
 ) -> Result<ChunkStream, ProviderError> {
-    let body = encode(&spec.name, req)?;
-    let rb = post_json(http, spec, url(spec, Op::Chat, &req.model), body)
+    let mut r = req.clone();
+    r.stream = Some(true);
+    // Always ask for usage so the request can be billed; the egress drops the usage chunk again
+    // if the consumer did not ask for it.
+    r.stream_options
+        .get_or_insert_with(Default::default)
+        .include_usage = Some(true);
+    let body = encode(&spec.name, &r, model)?;
+    let rb = post_json(http, spec, urls.chat(spec, model)?, body)
         .header(reqwest::header::ACCEPT, "text/event-stream");
     let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
         .await
@@ -205,4 +270,26 @@ pub async fn embeddings(
 pub async fn health(http: &reqwest::Client, spec: &ProviderSpec) -> Result<(), ProviderError> {
     let rb = authed(http.get(url(spec, Op::Models, "")), spec).timeout(Duration::from_secs(10));
     http::send(&spec.name, rb, error_parts).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_swaps_only_the_model() {
+        let req: ChatRequest = serde_json::from_str(
+            r#"{"model":"smart","messages":[{"role":"user","content":"say \"model\""}],"seed":1,"x":{"model":"keep"}}"#,
+        )
+        .unwrap_or_default();
+        let out = encode("p", &req, "gpt-4o").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["x"]["model"], "keep");
+        assert_eq!(v["messages"][0]["content"], "say \"model\"");
+        assert_eq!(
+            encode("p", &req, "smart").ok(),
+            serde_json::to_vec(&req).ok()
+        );
+    }
 }

@@ -58,6 +58,8 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamItem, ProviderErro
 pub struct Provider {
     pub spec: ProviderSpec,
     http: reqwest::Client,
+    /// Parsed once, so a request does not re-parse its URL.
+    urls: openai::Urls,
 }
 
 impl std::fmt::Debug for Provider {
@@ -70,7 +72,8 @@ impl std::fmt::Debug for Provider {
 
 impl Provider {
     pub fn new(spec: ProviderSpec, http: reqwest::Client) -> Self {
-        Provider { spec, http }
+        let urls = openai::Urls::new(&spec);
+        Provider { spec, http, urls }
     }
 
     pub fn name(&self) -> &str {
@@ -81,21 +84,27 @@ impl Provider {
         self.spec.kind
     }
 
-    /// `req.model` is already the upstream model name.
-    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatOutput, ProviderError> {
+    /// `model` is the upstream model name; the consumer's `req.model` is not sent.
+    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutput, ProviderError> {
         match self.spec.kind {
-            ProviderKind::Anthropic => anthropic::chat(&self.http, &self.spec, req).await,
-            ProviderKind::Gemini => gemini::chat(&self.http, &self.spec, req).await,
-            _ => openai::chat(&self.http, &self.spec, req).await,
+            ProviderKind::Anthropic => anthropic::chat(&self.http, &self.spec, req, model).await,
+            ProviderKind::Gemini => gemini::chat(&self.http, &self.spec, req, model).await,
+            _ => openai::chat(&self.http, &self.spec, &self.urls, req, model).await,
         }
     }
 
-    /// `req.model` is already the upstream model name; `req.stream` is set by the adapter.
-    pub async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+    /// As [`Provider::chat`], streamed; the adapter sets the stream fields itself.
+    pub async fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+    ) -> Result<ChunkStream, ProviderError> {
         match self.spec.kind {
-            ProviderKind::Anthropic => anthropic::chat_stream(&self.http, &self.spec, req).await,
-            ProviderKind::Gemini => gemini::chat_stream(&self.http, &self.spec, req).await,
-            _ => openai::chat_stream(&self.http, &self.spec, req).await,
+            ProviderKind::Anthropic => {
+                anthropic::chat_stream(&self.http, &self.spec, req, model).await
+            }
+            ProviderKind::Gemini => gemini::chat_stream(&self.http, &self.spec, req, model).await,
+            _ => openai::chat_stream(&self.http, &self.spec, &self.urls, req, model).await,
         }
     }
 

@@ -180,6 +180,11 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let app = router(state.clone());
         let task = tokio::spawn(async move {
+            // Streams go out in several small writes: without NODELAY, Nagle holds the last one
+            // until the client's delayed ACK (~40 ms a stream).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |t| {
+                let _ = t.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Ok(Emulator { addr, state, task })

@@ -565,12 +565,28 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-async fn azure_models(State(s): State<Shared>, Query(q): Query<AzureQuery>, headers: HeaderMap) -> Response {
+async fn azure_models(
+    State(s): State<Shared>,
+    Query(q): Query<AzureQuery>,
+    headers: HeaderMap,
+) -> Response {
     if !azure_key_ok(&s, &headers) {
-        return error(401, "Access denied due to invalid subscription key.", "invalid_request_error", Some("401"), None);
+        return error(
+            401,
+            "Access denied due to invalid subscription key.",
+            "invalid_request_error",
+            Some("401"),
+            None,
+        );
     }
     if q.api_version.is_none() {
-        return error(404, "Resource not found", "invalid_request_error", Some("404"), None);
+        return error(
+            404,
+            "Resource not found",
+            "invalid_request_error",
+            Some("404"),
+            None,
+        );
     }
     let data: Vec<Value> = ["gpt-4o", "text-embedding-3-small"]
         .iter()

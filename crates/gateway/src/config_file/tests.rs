@@ -104,6 +104,36 @@ fn a_secret_is_not_echoed_in_errors() {
 
 #[test]
 fn dollar_dollar_escapes() {
-    let out = interpolate("a: $${X} ${OPENAI_API_KEY}\n", &env);
+    let out = interpolate("a: $${X} ${OPENAI_API_KEY}\n", &env).map(|(t, _)| t);
     assert_eq!(out, Ok("a: ${X} sk-openai\n".to_string()));
+}
+
+#[test]
+fn comments_are_not_interpolated() {
+    let out = interpolate(
+        "# key: ${NOPE}\na: 1 # ${NOPE}\nb: x#${OPENAI_API_KEY}\n",
+        &env,
+    )
+    .map(|(t, _)| t);
+    assert_eq!(
+        out,
+        Ok("# key: ${NOPE}\na: 1 # ${NOPE}\nb: x#sk-openai\n".to_string())
+    );
+}
+
+#[test]
+fn a_secret_in_the_wrong_field_is_not_echoed() {
+    for field in [
+        "priority: ${OPENAI_API_KEY}",
+        "kind: ${OPENAI_API_KEY}",
+        "deployments: ${OPENAI_API_KEY}",
+    ] {
+        let text = format!("providers:\n  - name: a\n    kind: openai\n    {field}\n")
+            .replace("kind: openai\n    kind:", "kind:");
+        let e = parse_str(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!e.is_empty() && !e.contains("sk-openai"), "{field}: {e}");
+    }
 }
