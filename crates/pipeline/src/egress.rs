@@ -21,6 +21,8 @@ struct State {
     rest: ChunkStream,
     usage: Option<Usage>,
     done: bool,
+    /// Something was written already (the first write is never delayed).
+    written: bool,
     on_end: Option<OnEnd>,
 }
 
@@ -31,6 +33,7 @@ impl State {
             rest,
             usage: None,
             done: false,
+            written: false,
             on_end: Some(on_end),
         }
     }
@@ -58,6 +61,9 @@ impl Drop for State {
         }
     }
 }
+
+/// Coalesced writes stop growing at this size.
+const MAX_BATCH: usize = 64 * 1024;
 
 /// How one consumer format writes a stream.
 trait Encode: Send + 'static {
@@ -102,12 +108,22 @@ fn drive<E: Encode>(
                             enc.chunk(item, &mut out);
                         }
                     }
+                    // Let the upstream connection task run once, so that chunks already on
+                    // the socket join this write. Not before the first write: that would delay
+                    // the first byte.
+                    if out.len() >= MAX_BATCH {
+                        break;
+                    }
+                    if st.written {
+                        tokio::task::yield_now().await;
+                    }
                     match st.rest.next().now_or_never() {
                         Some(n) => next = n,
                         None => break,
                     }
                 }
             }
+            st.written = true;
             Some((Ok(out.freeze()), (st, enc)))
         },
     )
