@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use wire::anthropic::{self as wa, MessagesResponse, StreamEvent, StreamToChunks};
 use wire::openai::ChatRequest;
 
 use crate::error::{ErrorClass, ProviderError};
 use crate::http::{self, ErrorParts};
-use crate::openai::STREAM_IDLE;
-use crate::provider::{ChatOutput, ChunkStream, StreamItem};
+use crate::provider::{ChatOutput, ChunkStream};
 use crate::spec::ProviderSpec;
+use crate::translated;
 
 pub const API_VERSION: &str = "2023-06-01";
 
@@ -93,86 +92,54 @@ pub async fn chat_stream(
                 "no response from upstream in time",
             )
         })??;
-    let provider = spec.name.clone();
-    let events = Box::pin(http::sse_events(provider.clone(), resp, STREAM_IDLE));
-    let state = (
-        events,
-        StreamToChunks::new(json_mode),
-        std::collections::VecDeque::new(),
-        false,
-        provider,
-    );
-    let stream = futures::stream::unfold(
-        state,
-        |(mut events, mut conv, mut pending, mut done, provider)| async move {
-            loop {
-                if let Some(c) = pending.pop_front() {
-                    return Some((
-                        Ok(StreamItem {
-                            chunk: c,
-                            raw: None,
-                        }),
-                        (events, conv, pending, done, provider),
-                    ));
-                }
-                if done {
-                    return None;
-                }
-                match events.next().await {
-                    None => {
-                        done = true;
-                        if !conv.is_finished() {
-                            let e = ProviderError::new(
-                                &provider,
-                                ErrorClass::StreamBroken,
-                                "upstream stream ended before message_stop",
-                            );
-                            return Some((Err(e), (events, conv, pending, done, provider)));
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), (events, conv, pending, true, provider))),
-                    Some(Ok(ev)) => {
-                        let parsed: Result<StreamEvent, _> = serde_json::from_str(&ev.data);
-                        let out = match parsed {
-                            Ok(event) => conv.on_event(event).map_err(|e| match e {
-                                wa::ConvertError::Upstream { kind, message } => {
-                                    let class = if kind == "overloaded_error" || kind == "api_error"
-                                    {
-                                        ErrorClass::Server
-                                    } else if kind == "rate_limit_error" {
-                                        ErrorClass::RateLimited
-                                    } else {
-                                        ErrorClass::StreamBroken
-                                    };
-                                    ProviderError::new(&provider, class, message)
-                                }
-                                wa::ConvertError::Invalid(m) => {
-                                    ProviderError::new(&provider, ErrorClass::StreamBroken, m)
-                                }
-                            }),
-                            Err(e) => Err(ProviderError::new(
-                                &provider,
-                                ErrorClass::StreamBroken,
-                                format!("upstream sent a malformed event: {e}"),
-                            )),
-                        };
-                        match out {
-                            Ok(chunks) => {
-                                pending.extend(chunks);
-                                if conv.is_finished() {
-                                    done = true;
-                                }
-                            }
-                            Err(e) => {
-                                return Some((Err(e), (events, conv, pending, true, provider)));
-                            }
-                        }
-                    }
-                }
+    Ok(translated::stream(
+        spec.name.clone(),
+        resp,
+        Events(StreamToChunks::new(json_mode)),
+    ))
+}
+
+struct Events(StreamToChunks);
+
+impl translated::Translate for Events {
+    fn event(
+        &mut self,
+        provider: &str,
+        ev: wire::sse::SseEvent,
+    ) -> Result<Vec<wire::openai::ChatChunk>, ProviderError> {
+        let event: StreamEvent = serde_json::from_str(&ev.data).map_err(|e| {
+            ProviderError::new(
+                provider,
+                ErrorClass::StreamBroken,
+                format!("upstream sent a malformed event: {e}"),
+            )
+        })?;
+        self.0.on_event(event).map_err(|e| match e {
+            wa::ConvertError::Upstream { kind, message } => {
+                let class = match kind.as_str() {
+                    "overloaded_error" | "api_error" => ErrorClass::Server,
+                    "rate_limit_error" => ErrorClass::RateLimited,
+                    _ => ErrorClass::StreamBroken,
+                };
+                ProviderError::new(provider, class, message)
             }
-        },
-    );
-    Ok(Box::pin(stream))
+            wa::ConvertError::Invalid(m) => {
+                ProviderError::new(provider, ErrorClass::StreamBroken, m)
+            }
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    fn end(&mut self, provider: &str) -> Result<Vec<wire::openai::ChatChunk>, ProviderError> {
+        Err(ProviderError::new(
+            provider,
+            ErrorClass::StreamBroken,
+            "upstream stream ended before message_stop",
+        ))
+    }
 }
 
 pub async fn health(http: &reqwest::Client, spec: &ProviderSpec) -> Result<(), ProviderError> {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use wire::gemini::{
     self as wg, BatchEmbedContentsResponse, GenerateContentResponse, StreamToChunks,
 };
@@ -12,9 +11,9 @@ use wire::openai::{ChatRequest, EmbeddingsRequest, EmbeddingsResponse};
 
 use crate::error::{ErrorClass, ProviderError};
 use crate::http::{self, ErrorParts};
-use crate::openai::STREAM_IDLE;
-use crate::provider::{ChatOutput, ChunkStream, StreamItem};
+use crate::provider::{ChatOutput, ChunkStream};
 use crate::spec::ProviderSpec;
+use crate::translated;
 
 fn keyed(rb: reqwest::RequestBuilder, spec: &ProviderSpec) -> reqwest::RequestBuilder {
     match &spec.api_key {
@@ -104,70 +103,50 @@ pub async fn chat_stream(
                 "no response from upstream in time",
             )
         })??;
-    let provider = spec.name.clone();
-    let events = Box::pin(http::sse_events(provider.clone(), resp, STREAM_IDLE));
-    let state = (
-        events,
-        StreamToChunks::new(model),
-        std::collections::VecDeque::new(),
-        false,
-        provider,
-    );
-    let stream = futures::stream::unfold(
-        state,
-        |(mut events, mut conv, mut pending, mut done, provider)| async move {
-            loop {
-                if let Some(c) = pending.pop_front() {
-                    return Some((
-                        Ok(StreamItem {
-                            chunk: c,
-                            raw: None,
-                        }),
-                        (events, conv, pending, done, provider),
-                    ));
-                }
-                if done {
-                    return None;
-                }
-                match events.next().await {
-                    None => {
-                        done = true;
-                        // Gemini has no terminator event: a stream is complete once a finish reason came.
-                        if !conv.saw_finish_reason() {
-                            let e = ProviderError::new(
-                                &provider,
-                                ErrorClass::StreamBroken,
-                                "upstream stream ended without a finish reason",
-                            );
-                            return Some((Err(e), (events, conv, pending, done, provider)));
-                        }
-                        pending.extend(conv.finish());
-                    }
-                    Some(Err(e)) => return Some((Err(e), (events, conv, pending, true, provider))),
-                    Some(Ok(ev)) => match serde_json::from_str::<GenerateContentResponse>(&ev.data)
-                    {
-                        Ok(r) => pending.extend(conv.on_response(r)),
-                        Err(e) => {
-                            let err = match wg::parse_error(ev.data.as_bytes()) {
-                                Some(g) => ProviderError::from_status(
-                                    &provider,
-                                    g.error.code,
-                                    g.error.message,
-                                ),
-                                None => ProviderError::new(
-                                    &provider,
-                                    ErrorClass::StreamBroken,
-                                    format!("upstream sent a malformed event: {e}"),
-                                ),
-                            };
-                            return Some((Err(err), (events, conv, pending, true, provider)));
-                        }
-                    },
-                }
-            }
-        },
-    );
-    Ok(Box::pin(stream))
+    Ok(translated::stream(
+        spec.name.clone(),
+        resp,
+        Events(StreamToChunks::new(model)),
+    ))
+}
+
+struct Events(StreamToChunks);
+
+impl translated::Translate for Events {
+    fn event(
+        &mut self,
+        provider: &str,
+        ev: wire::sse::SseEvent,
+    ) -> Result<Vec<wire::openai::ChatChunk>, ProviderError> {
+        match serde_json::from_str::<GenerateContentResponse>(&ev.data) {
+            Ok(r) => Ok(self.0.on_response(r)),
+            Err(e) => Err(match wg::parse_error(ev.data.as_bytes()) {
+                Some(g) => ProviderError::from_status(provider, g.error.code, g.error.message),
+                None => ProviderError::new(
+                    provider,
+                    ErrorClass::StreamBroken,
+                    format!("upstream sent a malformed event: {e}"),
+                ),
+            }),
+        }
+    }
+
+    /// Gemini has no terminator event: the stream is read to its end.
+    fn finished(&self) -> bool {
+        false
+    }
+
+    fn end(&mut self, provider: &str) -> Result<Vec<wire::openai::ChatChunk>, ProviderError> {
+        if self.0.saw_finish_reason() {
+            Ok(self.0.finish())
+        } else {
+            Err(ProviderError::new(
+                provider,
+                ErrorClass::StreamBroken,
+                "upstream stream ended without a finish reason",
+            ))
+        }
+    }
 }
 
 pub async fn embeddings(

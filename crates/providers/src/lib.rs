@@ -5,6 +5,7 @@
 //! - [`provider`]: the handle the data plane calls; dispatches on the wire format to
 //!   [`openai`] (OpenAI, Azure, every compatible vendor), [`anthropic`] or [`gemini`].
 //! - [`http`]: the shared client (no redirects), error mapping, the SSE event stream.
+//! - [`translated`]: the event loop of the translating adapters (Anthropic, Gemini).
 //! - [`error`]: `ProviderError` and its `ErrorClass`, which the router falls back on.
 //!
 //! Adapters never touch the store: they get a `ProviderSpec` and a canonical request.
@@ -16,6 +17,7 @@ pub mod http;
 pub mod openai;
 pub mod provider;
 pub mod spec;
+pub mod translated;
 pub mod vendors;
 
 pub use error::{ErrorClass, ProviderError};
