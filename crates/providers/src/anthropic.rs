@@ -83,15 +83,7 @@ pub async fn chat_stream(
 ) -> Result<ChunkStream, ProviderError> {
     let (body, json_mode) = build(spec, req, model, true)?;
     let rb = post(http, spec, body).header(reqwest::header::ACCEPT, "text/event-stream");
-    let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
-        .await
-        .map_err(|_| {
-            ProviderError::new(
-                &spec.name,
-                ErrorClass::Timeout,
-                "no response from upstream in time",
-            )
-        })??;
+    let resp = http::send_within(&spec.name, rb, spec.timeout, error_parts).await?;
     Ok(translated::stream(
         spec.name.clone(),
         resp,

@@ -94,15 +94,7 @@ pub async fn chat_stream(
     let body = encode(spec, req)?;
     let u = format!("{}?alt=sse", url(spec, model, "streamGenerateContent"));
     let rb = post(http, spec, u, body).header(reqwest::header::ACCEPT, "text/event-stream");
-    let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
-        .await
-        .map_err(|_| {
-            ProviderError::new(
-                &spec.name,
-                ErrorClass::Timeout,
-                "no response from upstream in time",
-            )
-        })??;
+    let resp = http::send_within(&spec.name, rb, spec.timeout, error_parts).await?;
     Ok(translated::stream(
         spec.name.clone(),
         resp,

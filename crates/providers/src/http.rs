@@ -69,6 +69,24 @@ pub async fn send(
     Err(err.with_retry_after(ra))
 }
 
+/// [`send`] bounded by `deadline` for the response head: a stream's time to first byte.
+pub async fn send_within(
+    provider: &str,
+    rb: reqwest::RequestBuilder,
+    deadline: Duration,
+    vendor_message: fn(&[u8]) -> Option<ErrorParts>,
+) -> Result<reqwest::Response, ProviderError> {
+    tokio::time::timeout(deadline, send(provider, rb, vendor_message))
+        .await
+        .map_err(|_| {
+            ProviderError::new(
+                provider,
+                ErrorClass::Timeout,
+                "no response from upstream in time",
+            )
+        })?
+}
+
 /// What an error body says, in OpenAI's terms.
 #[derive(Debug, Default)]
 pub struct ErrorParts {

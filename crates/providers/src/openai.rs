@@ -189,15 +189,7 @@ pub async fn chat_stream(
     let body = encode(&spec.name, &r, model)?;
     let rb = post_json(http, spec, urls.chat(spec, model)?, body)
         .header(reqwest::header::ACCEPT, "text/event-stream");
-    let resp = tokio::time::timeout(spec.timeout, http::send(&spec.name, rb, error_parts))
-        .await
-        .map_err(|_| {
-            ProviderError::new(
-                &spec.name,
-                ErrorClass::Timeout,
-                "no response from upstream in time",
-            )
-        })??;
+    let resp = http::send_within(&spec.name, rb, spec.timeout, error_parts).await?;
     let provider = spec.name.clone();
     let events = http::sse_events(provider.clone(), resp, STREAM_IDLE);
     // `done` flips on `[DONE]`; an end of events before it means the stream was cut.

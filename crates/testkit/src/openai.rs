@@ -35,6 +35,29 @@ struct AzureQuery {
     api_version: Option<String>,
 }
 
+/// Azure's answers to a wrong `api-key` (401) and a missing `api-version` (404).
+fn azure_gate(s: &Shared, headers: &HeaderMap, q: &AzureQuery) -> Option<Response> {
+    if !azure_key_ok(s, headers) {
+        return Some(error(
+            401,
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+            "invalid_request_error",
+            Some("401"),
+            None,
+        ));
+    }
+    if q.api_version.is_none() {
+        return Some(error(
+            404,
+            "Resource not found",
+            "invalid_request_error",
+            Some("404"),
+            None,
+        ));
+    }
+    None
+}
+
 fn bearer_ok(s: &Shared, headers: &HeaderMap) -> bool {
     headers
         .get("authorization")
@@ -163,23 +186,8 @@ async fn azure_chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !azure_key_ok(&s, &headers) {
-        return error(
-            401,
-            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
-            "invalid_request_error",
-            Some("401"),
-            None,
-        );
-    }
-    if q.api_version.is_none() {
-        return error(
-            404,
-            "Resource not found",
-            "invalid_request_error",
-            Some("404"),
-            None,
-        );
+    if let Some(refused) = azure_gate(&s, &headers, &q) {
+        return refused;
     }
     s.record(Vendor::Azure, uri.path(), &headers, &body);
     chat(s, Vendor::Azure, Some(deployment), body).await
@@ -448,23 +456,8 @@ async fn azure_embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !azure_key_ok(&s, &headers) {
-        return error(
-            401,
-            "Access denied due to invalid subscription key.",
-            "invalid_request_error",
-            Some("401"),
-            None,
-        );
-    }
-    if q.api_version.is_none() {
-        return error(
-            404,
-            "Resource not found",
-            "invalid_request_error",
-            Some("404"),
-            None,
-        );
+    if let Some(refused) = azure_gate(&s, &headers, &q) {
+        return refused;
     }
     s.record(Vendor::Azure, uri.path(), &headers, &body);
     embeddings(s, Vendor::Azure, Some(deployment), body).await
@@ -570,23 +563,8 @@ async fn azure_models(
     Query(q): Query<AzureQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if !azure_key_ok(&s, &headers) {
-        return error(
-            401,
-            "Access denied due to invalid subscription key.",
-            "invalid_request_error",
-            Some("401"),
-            None,
-        );
-    }
-    if q.api_version.is_none() {
-        return error(
-            404,
-            "Resource not found",
-            "invalid_request_error",
-            Some("404"),
-            None,
-        );
+    if let Some(refused) = azure_gate(&s, &headers, &q) {
+        return refused;
     }
     let data: Vec<Value> = ["gpt-4o", "text-embedding-3-small"]
         .iter()
