@@ -4,10 +4,21 @@
 //! - [`table`]: the routing table built from providers and model aliases; [`table::RoutingTable::resolve`]
 //!   applies, in order: an alias, `provider/model`, the default name patterns, then the
 //!   highest-priority provider that lists the model.
-//! - [`fallback`]: fallback chains per error class and the attempt loop that walks them.
+//! - [`fallback`]: fallback chains per error class.
+//! - [`retry`], [`policy`]: retries with backoff and `Retry-After`, hop limits and deadlines.
+//! - [`caps`]: what a model can serve; unfit fallbacks are skipped.
+//! - [`execute`]: the attempt loop that applies all of the above and records every attempt.
 
+pub mod caps;
+pub mod execute;
 pub mod fallback;
+pub mod policy;
+pub mod retry;
 pub mod table;
 
-pub use fallback::{Attempt, Fallbacks, Outcome, execute};
+pub use caps::{Capabilities, Needs};
+pub use execute::{Attempt, AttemptRecord, Failure, Observer, Outcome, Plan, Why, execute};
+pub use fallback::Fallbacks;
+pub use policy::{Policy, Timeouts};
+pub use retry::RetryPolicy;
 pub use table::{ProviderEntry, Resolved, Route, RouteError, RoutingTable, Target};

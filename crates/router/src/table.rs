@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use providers::ProviderKind;
 use serde::{Deserialize, Serialize};
 
+use crate::caps::Capabilities;
 use crate::fallback::Fallbacks;
+use crate::policy::Policy;
 
 /// One upstream for an alias: a configured provider and the model name it knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,13 +27,40 @@ fn is_one(w: &u32) -> bool {
     *w == 1
 }
 
+impl Target {
+    pub fn new(provider: impl Into<String>, model: impl Into<String>) -> Self {
+        Target {
+            provider: provider.into(),
+            model: model.into(),
+            weight: 1,
+        }
+    }
+
+    /// Same provider and upstream model (the weight does not make another target).
+    pub fn same(&self, other: &Target) -> bool {
+        self.provider == other.provider && self.model == other.model
+    }
+}
+
 /// A public model name (alias) and how it is served.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Route {
     pub name: String,
     /// Tried in order (highest weight first).
     pub targets: Vec<Target>,
     pub fallbacks: Fallbacks,
+    pub caps: Capabilities,
+    pub policy: Policy,
+}
+
+impl Route {
+    pub fn new(name: impl Into<String>, targets: Vec<Target>) -> Self {
+        Route {
+            name: name.into(),
+            targets,
+            ..Default::default()
+        }
+    }
 }
 
 /// What the table needs to know of a provider.
@@ -54,7 +83,16 @@ pub enum RouteError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved<'a> {
     pub targets: Vec<Target>,
-    pub fallbacks: Option<&'a Fallbacks>,
+    /// The alias, when the name was one (its fallbacks, capabilities and policy apply).
+    pub route: Option<&'a Route>,
+    pub policy: &'a Policy,
+    pub caps: &'a Capabilities,
+}
+
+impl Resolved<'_> {
+    pub fn fallbacks(&self) -> Option<&Fallbacks> {
+        self.route.map(|r| &r.fallbacks)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +100,8 @@ pub struct RoutingTable {
     routes: HashMap<String, Route>,
     /// Highest priority first; ties keep configuration order.
     providers: Vec<ProviderEntry>,
+    /// For names that are not aliases.
+    defaults: Route,
 }
 
 impl RoutingTable {
@@ -74,7 +114,28 @@ impl RoutingTable {
                 (r.name.clone(), r)
             })
             .collect();
-        RoutingTable { routes, providers }
+        RoutingTable {
+            routes,
+            providers,
+            defaults: Route::default(),
+        }
+    }
+
+    /// The policy for names that are not aliases (`provider/model`, patterns, listings).
+    pub fn with_default_policy(mut self, policy: Policy) -> Self {
+        self.defaults.policy = policy;
+        self
+    }
+
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.get(name)
+    }
+
+    /// The policy a request for `name` runs under: its alias's, or the default.
+    pub fn policy_for(&self, name: &str) -> &Policy {
+        self.routes
+            .get(name)
+            .map_or(&self.defaults.policy, |r| &r.policy)
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
@@ -89,23 +150,25 @@ impl RoutingTable {
         if let Some(r) = self.routes.get(model) {
             return Ok(Resolved {
                 targets: r.targets.clone(),
-                fallbacks: Some(&r.fallbacks),
+                route: Some(r),
+                policy: &r.policy,
+                caps: &r.caps,
             });
         }
         if let Some((prov, upstream)) = model.split_once('/')
             && let Some(p) = self.providers.iter().find(|p| p.name == prov)
         {
-            return Ok(single(&p.name, upstream));
+            return Ok(self.single(&p.name, upstream));
         }
         if let Some(p) = self.by_pattern(model) {
-            return Ok(single(&p.name, model));
+            return Ok(self.single(&p.name, model));
         }
         if let Some(p) = self
             .providers
             .iter()
             .find(|p| p.models.iter().any(|m| m == model))
         {
-            return Ok(single(&p.name, model));
+            return Ok(self.single(&p.name, model));
         }
         match model.split_once('/') {
             Some((prov, _)) if !prov.is_empty() => Err(RouteError::UnknownProvider(
@@ -149,14 +212,14 @@ impl RoutingTable {
     }
 }
 
-fn single<'a>(provider: &str, model: &str) -> Resolved<'a> {
-    Resolved {
-        targets: vec![Target {
-            provider: provider.to_string(),
-            model: model.to_string(),
-            weight: 1,
-        }],
-        fallbacks: None,
+impl RoutingTable {
+    fn single(&self, provider: &str, model: &str) -> Resolved<'_> {
+        Resolved {
+            targets: vec![Target::new(provider, model)],
+            route: None,
+            policy: &self.defaults.policy,
+            caps: &self.defaults.caps,
+        }
     }
 }
 

@@ -19,15 +19,10 @@ fn table() -> RoutingTable {
             entry("low", "openai_compatible", &["llama-3"], 1),
             entry("high", "openai_compatible", &["llama-3"], 5),
         ],
-        vec![Route {
-            name: "gpt-4o".into(),
-            targets: vec![Target {
-                provider: "claude".into(),
-                model: "claude-x".into(),
-                weight: 1,
-            }],
-            fallbacks: Fallbacks::default(),
-        }],
+        vec![Route::new(
+            "gpt-4o",
+            vec![Target::new("claude", "claude-x")],
+        )],
     )
 }
 

@@ -1,0 +1,440 @@
+//! The attempt loop. A request tries its route's targets in order (retrying each as its
+//! [`RetryPolicy`](crate::retry::RetryPolicy) allows), then walks the fallback chain for the class
+//! of the last failure, then the consumer's own `x-gateway-fallback` list. Every target is
+//! visited at most once, at most `max_hops` targets are visited, and the whole walk, waits
+//! included, ends at the route's total deadline. Fallback targets that cannot serve the request
+//! (capabilities) or whose circuit is open are skipped without a call.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::time::Duration;
+
+use providers::{ErrorClass, ProviderError};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::caps::{Capabilities, Needs};
+use crate::policy::Policy;
+use crate::table::{Resolved, RouteError, RoutingTable, Target};
+
+/// What one request asks of the router.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    pub model: &'a str,
+    pub needs: Needs,
+    /// Model names the consumer allows as a last resort (`x-gateway-fallback`).
+    pub extra_fallbacks: &'a [String],
+    /// Targets not to call (a stream's continuation skips the one that broke).
+    pub skip: &'a [Target],
+    /// The failure that came before this walk, if any: with no primary target left to call,
+    /// its class picks the fallback chain.
+    pub after: Option<ErrorClass>,
+    /// Ends the walk instead of the route's total timeout (a continuation keeps its request's).
+    pub deadline: Option<Instant>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new(model: &'a str) -> Self {
+        Plan {
+            model,
+            needs: Needs::default(),
+            extra_fallbacks: &[],
+            skip: &[],
+            after: None,
+            deadline: None,
+        }
+    }
+}
+
+/// Health bookkeeping the loop reports to: circuit breakers gate targets, every attempt is
+/// recorded. `()` observes nothing.
+pub trait Observer: Sync {
+    /// Whether the target may be called now (false: its circuit is open).
+    fn admit(&self, _target: &Target) -> bool {
+        true
+    }
+    /// One finished attempt; `class` is `None` on success.
+    fn record(&self, _target: &Target, _latency: Duration, _class: Option<ErrorClass>) {}
+}
+
+impl Observer for () {}
+
+/// Why an attempt was made (or a target skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    Primary,
+    /// Same target again after a retryable failure.
+    Retry,
+    /// Another model after the previous target failed with this class.
+    Fallback,
+    /// Not called: the circuit is open.
+    CircuitOpen,
+    /// Not called: the target cannot serve this request.
+    Unfit,
+}
+
+/// One upstream attempt (or skipped target), kept with the request.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub provider: String,
+    pub model: String,
+    /// The public name whose target this was.
+    pub route: String,
+    pub why: Why,
+    /// The failure that led here (for retries and fallbacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<&'static str>,
+    /// Upstream HTTP status of a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `None`: it succeeded (or was skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    pub latency_ms: f64,
+}
+
+impl AttemptRecord {
+    /// Whether this was a call to the upstream (not a skipped target).
+    pub fn called(&self) -> bool {
+        !matches!(self.why, Why::CircuitOpen | Why::Unfit)
+    }
+}
+
+/// Which target served the request, and how it got there.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub value: T,
+    pub target: Target,
+    /// The public name whose target answered.
+    pub route: String,
+    /// The class of the failure that made the router leave the first target.
+    pub fallback_reason: Option<ErrorClass>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Attempt {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The last failure after every allowed attempt.
+    #[error(transparent)]
+    Provider(ProviderError),
+}
+
+/// Every attempt failed (or none could be made).
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Attempt,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Calls `call(target, deadline, capabilities)` on targets until one succeeds. The call should
+/// give up by `deadline` itself (the loop also stops waiting for it then); the capabilities are
+/// the target's model's, from the catalogue.
+pub async fn execute<T, F, Fut>(
+    table: &RoutingTable,
+    observer: &dyn Observer,
+    plan: &Plan<'_>,
+    mut call: F,
+) -> Result<Outcome<T>, Failure>
+where
+    F: FnMut(Target, Instant, Capabilities) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let primary = match table.resolve(plan.model) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(Failure {
+                error: e.into(),
+                attempts: Vec::new(),
+            });
+        }
+    };
+    let mut walk = Walk {
+        policy: primary.policy,
+        deadline: plan
+            .deadline
+            .unwrap_or_else(|| Instant::now() + primary.policy.timeouts.total()),
+        hops: 0,
+        tried: plan.skip.to_vec(),
+        attempts: Vec::new(),
+        first_failure: None,
+        last: None,
+        out_of_time: false,
+    };
+    let route_name = primary.route.map_or(plan.model, |r| r.name.as_str());
+
+    for target in &primary.targets {
+        let step = walk
+            .visit(
+                &mut call,
+                observer,
+                target,
+                (route_name, primary.caps),
+                Why::Primary,
+                plan.after,
+            )
+            .await;
+        if let Some(v) = walk.settle(step, target, route_name) {
+            return Ok(v);
+        }
+        // A refusal (context length, content policy) goes to its own chain, not to siblings.
+        if walk.stopped() || walk.last.as_ref().is_some_and(|e| !e.class.retryable()) {
+            break;
+        }
+    }
+
+    // The chain for the class of the last failure; a new class starts its own chain.
+    let chain = primary.fallbacks();
+    let mut visited: Vec<&str> = vec![plan.model];
+    let mut i = 0;
+    let mut class = walk.last.as_ref().map(|e| e.class).or(plan.after);
+    while let Some(c) = class {
+        if walk.stopped() || walk.hops >= walk.policy.hops() {
+            break;
+        }
+        let own = chain.map_or(&[][..], |f| f.for_class(c));
+        let extra = if consumer_list_applies(c) {
+            plan.extra_fallbacks
+        } else {
+            &[]
+        };
+        let Some(name) = own.iter().chain(extra).nth(i) else {
+            break;
+        };
+        i += 1;
+        if visited.contains(&name.as_str()) {
+            continue;
+        }
+        visited.push(name);
+        let Ok(next) = table.resolve(name) else {
+            continue;
+        };
+        let next_name = next.route.map_or(name.as_str(), |r| r.name.as_str());
+        for target in &next.targets {
+            if walk.stopped() || walk.hops >= walk.policy.hops() {
+                break;
+            }
+            if let Some(reason) = unfit(&next, &plan.needs) {
+                walk.skip(target, next_name, Why::Unfit, reason);
+                continue;
+            }
+            let step = walk
+                .visit(
+                    &mut call,
+                    observer,
+                    target,
+                    (next_name, next.caps),
+                    Why::Fallback,
+                    Some(c),
+                )
+                .await;
+            if let Some(v) = walk.settle(step, target, next_name) {
+                return Ok(v);
+            }
+        }
+        let now = walk.last.as_ref().map(|e| e.class);
+        if now != class {
+            class = now;
+            i = 0;
+        }
+    }
+    let error = walk.last.take().unwrap_or_else(|| {
+        ProviderError::new(
+            "router",
+            ErrorClass::Server,
+            format!("no target could serve `{}`", plan.model),
+        )
+    });
+    Err(Failure {
+        error: Attempt::Provider(error),
+        attempts: walk.attempts,
+    })
+}
+
+/// The consumer's own list is a last resort for failures another model may get past; never for
+/// refusals (a bad request, content policy).
+fn consumer_list_applies(c: ErrorClass) -> bool {
+    c.retryable() || c == ErrorClass::ContextLength
+}
+
+fn unfit(r: &Resolved<'_>, needs: &Needs) -> Option<&'static str> {
+    r.caps.unfit(needs)
+}
+
+enum Step<T> {
+    Served(T),
+    Failed,
+    Skipped,
+}
+
+struct Walk<'p> {
+    policy: &'p Policy,
+    deadline: Instant,
+    hops: usize,
+    tried: Vec<Target>,
+    attempts: Vec<AttemptRecord>,
+    first_failure: Option<ErrorClass>,
+    last: Option<ProviderError>,
+    out_of_time: bool,
+}
+
+impl Walk<'_> {
+    /// Stop walking: the deadline passed, or the last failure was the request's own fault.
+    fn stopped(&self) -> bool {
+        self.out_of_time
+            || self
+                .last
+                .as_ref()
+                .is_some_and(|e| e.class == ErrorClass::BadRequest)
+    }
+
+    fn skip(&mut self, target: &Target, route: &str, why: Why, _reason: &str) {
+        self.attempts
+            .push(record(target, route, why, None, None, Duration::ZERO));
+    }
+
+    fn settle<T>(&mut self, step: Step<T>, target: &Target, route: &str) -> Option<Outcome<T>> {
+        match step {
+            Step::Served(value) => Some(Outcome {
+                value,
+                target: target.clone(),
+                route: route.to_string(),
+                fallback_reason: self.first_failure,
+                attempts: std::mem::take(&mut self.attempts),
+            }),
+            Step::Failed | Step::Skipped => None,
+        }
+    }
+
+    /// One target: its attempts and the waits between them.
+    async fn visit<T, F, Fut>(
+        &mut self,
+        call: &mut F,
+        observer: &dyn Observer,
+        target: &Target,
+        (route, caps): (&str, &Capabilities),
+        first_why: Why,
+        after: Option<ErrorClass>,
+    ) -> Step<T>
+    where
+        F: FnMut(Target, Instant, Capabilities) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        if self.tried.iter().any(|t| t.same(target)) || self.hops >= self.policy.hops() {
+            return Step::Skipped;
+        }
+        if !observer.admit(target) {
+            self.skip(target, route, Why::CircuitOpen, "circuit open");
+            if self.last.is_none() {
+                self.last = Some(ProviderError::new(
+                    &target.provider,
+                    ErrorClass::Server,
+                    "the target is unavailable (circuit open after repeated failures)",
+                ));
+            }
+            return Step::Skipped;
+        }
+        self.tried.push(target.clone());
+        self.hops += 1;
+        let mut why = first_why;
+        let mut after = after;
+        let mut made = 0;
+        loop {
+            made += 1;
+            let started = Instant::now();
+            let result = match tokio::time::timeout_at(
+                self.deadline,
+                call(target.clone(), self.deadline, *caps),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    self.out_of_time = true;
+                    Err(ProviderError::new(
+                        &target.provider,
+                        ErrorClass::Timeout,
+                        format!(
+                            "no answer within the request's deadline of {} ms",
+                            self.policy.timeouts.total_ms
+                        ),
+                    ))
+                }
+            };
+            let latency = started.elapsed();
+            match result {
+                Ok(v) => {
+                    observer.record(target, latency, None);
+                    self.attempts
+                        .push(record(target, route, why, after, None, latency));
+                    return Step::Served(v);
+                }
+                Err(e) => {
+                    observer.record(target, latency, Some(e.class));
+                    self.attempts
+                        .push(record(target, route, why, after, Some(&e), latency));
+                    self.first_failure.get_or_insert(e.class);
+                    let wait = self.policy.retry.next_delay(&e, made, jitter());
+                    after = Some(e.class);
+                    self.last = Some(e);
+                    let Some(wait) = wait else {
+                        return Step::Failed;
+                    };
+                    if self.out_of_time || Instant::now() + wait >= self.deadline {
+                        return Step::Failed;
+                    }
+                    tokio::time::sleep(wait).await;
+                    why = Why::Retry;
+                }
+            }
+        }
+    }
+}
+
+fn record(
+    target: &Target,
+    route: &str,
+    why: Why,
+    after: Option<ErrorClass>,
+    err: Option<&ProviderError>,
+    latency: Duration,
+) -> AttemptRecord {
+    AttemptRecord {
+        provider: target.provider.clone(),
+        model: target.model.clone(),
+        route: route.to_string(),
+        why,
+        after: after.map(ErrorClass::as_str),
+        status: err.and_then(|e| e.status),
+        error: err.map(|e| e.class.as_str()),
+        latency_ms: latency.as_secs_f64() * 1e3,
+    }
+}
+
+/// Uniform in [0, 1): xorshift per thread, seeded from the clock. Jitter needs spread, not
+/// unpredictability.
+fn jitter() -> f64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(seed());
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ 0x9E37_79B9_7F4A_7C15) | 1
+}
+
+#[cfg(test)]
+mod tests;
