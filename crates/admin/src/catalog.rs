@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pipeline::Snapshot;
 use providers::{ProviderSpec, SpecError};
-use router::{Fallbacks, Route, Target};
+use router::{Capabilities, Fallbacks, Policy, RetryPolicy, Route, Target, Timeouts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::{ModelInput, ModelRecord, ProviderInput, ProviderRecord, Store};
@@ -55,10 +55,26 @@ pub struct ModelDef {
     pub targets: Vec<Target>,
     #[serde(default)]
     pub fallbacks: Fallbacks,
+    /// Shorthand for `capabilities.context_window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_window: Option<u64>,
+    /// What the model can serve: fallbacks that cannot serve a request are skipped, and only
+    /// models with `prefill: true` get a broken stream's partial answer as a prefill.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub capabilities: Capabilities,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Distinct targets one request may try (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hops: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// USD per million tokens.
@@ -192,14 +208,57 @@ impl ModelDef {
                 "a model cannot fall back to itself",
             ));
         }
+        if self.context_window.is_some() && self.capabilities.context_window.is_some() {
+            return Err(DefError::new(
+                format!("{path}.context_window"),
+                "set either context_window or capabilities.context_window, not both",
+            ));
+        }
+        if let Some(r) = &self.retry {
+            r.validate()
+                .map_err(|e| DefError::new(format!("{path}.retry"), e))?;
+        }
+        self.policy()
+            .validate()
+            .map_err(|e| DefError::new(path.to_string(), e))?;
         Ok(())
+    }
+
+    fn policy(&self) -> Policy {
+        let d = Policy::default();
+        Policy {
+            retry: self.retry.clone().unwrap_or(d.retry),
+            max_hops: self.max_hops.unwrap_or(d.max_hops),
+            timeouts: self.timeouts.clone().unwrap_or(d.timeouts),
+        }
+    }
+
+    /// The data plane's form.
+    pub fn route(self) -> Route {
+        let policy = self.policy();
+        let mut caps = self.capabilities;
+        caps.context_window = caps.context_window.or(self.context_window);
+        Route {
+            name: self.name,
+            targets: self.targets,
+            fallbacks: self.fallbacks,
+            caps,
+            policy,
+        }
     }
 
     pub fn to_input(&self) -> ModelInput {
         let mut input = ModelInput::new(self.name.clone());
         input.targets = serde_json::to_value(&self.targets).unwrap_or(Value::Null);
         input.fallbacks = serde_json::to_value(&self.fallbacks).unwrap_or(Value::Null);
-        input.options = json!({"context_window": self.context_window, "pricing": self.pricing});
+        input.options = json!({
+            "context_window": self.context_window,
+            "capabilities": self.capabilities,
+            "retry": self.retry,
+            "max_hops": self.max_hops,
+            "timeouts": self.timeouts,
+            "pricing": self.pricing,
+        });
         input
     }
 
@@ -207,6 +266,7 @@ impl ModelDef {
         let bad = |f: &str, e: serde_json::Error| {
             DefError::new(format!("models.{}.{f}", r.name), e.to_string())
         };
+        let opt = |k: &str| r.options.get(k).cloned().unwrap_or(Value::Null);
         Ok(ModelDef {
             name: r.name.clone(),
             targets: serde_json::from_value(r.targets.clone()).map_err(|e| bad("targets", e))?,
@@ -216,6 +276,12 @@ impl ModelDef {
                 serde_json::from_value(r.fallbacks.clone()).map_err(|e| bad("fallbacks", e))?
             },
             context_window: r.options.get("context_window").and_then(Value::as_u64),
+            capabilities: serde_json::from_value::<Option<Capabilities>>(opt("capabilities"))
+                .map_err(|e| bad("capabilities", e))?
+                .unwrap_or_default(),
+            retry: serde_json::from_value(opt("retry")).map_err(|e| bad("retry", e))?,
+            max_hops: serde_json::from_value(opt("max_hops")).map_err(|e| bad("max_hops", e))?,
+            timeouts: serde_json::from_value(opt("timeouts")).map_err(|e| bad("timeouts", e))?,
             pricing: r
                 .options
                 .get("pricing")
@@ -249,13 +315,7 @@ pub async fn snapshot_from_store(
         .list_models()
         .await?
         .iter()
-        .map(|r| {
-            ModelDef::from_record(r).map(|d| Route {
-                name: d.name,
-                targets: d.targets,
-                fallbacks: d.fallbacks,
-            })
-        })
+        .map(|r| ModelDef::from_record(r).map(ModelDef::route))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Snapshot::build(specs, routes, http))
 }

@@ -86,6 +86,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     let http = http_client()?;
     let gateway = Gateway::new(Limits {
         max_body_bytes: s.max_body_bytes,
+        sse_keepalive: s.sse_keepalive,
     });
     let admin_state = Arc::new(AdminState {
         store: store.clone(),

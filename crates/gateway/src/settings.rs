@@ -15,6 +15,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long a shutdown waits for in-flight requests and streams.
     pub shutdown_grace: std::time::Duration,
+    /// After this long without a first token a stream is committed and kept alive with SSE
+    /// comments at this interval.
+    pub sse_keepalive: std::time::Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -70,8 +73,18 @@ impl Settings {
                     .context("GATEWAY_SHUTDOWN_GRACE must be a number of seconds")?,
             ),
         };
+        let sse_keepalive = match var("GATEWAY_SSE_KEEPALIVE_MS") {
+            None => pipeline::Limits::default().sse_keepalive,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if (10..=600_000).contains(&ms) => std::time::Duration::from_millis(ms),
+                _ => bail!(
+                    "GATEWAY_SSE_KEEPALIVE_MS must be a number of milliseconds (10 to 600000)"
+                ),
+            },
+        };
         let s = Settings {
             shutdown_grace,
+            sse_keepalive,
             port: port("GATEWAY_PORT", 4080)?,
             admin_port: port("GATEWAY_ADMIN_PORT", 4081)?,
             bind: var("GATEWAY_BIND").unwrap_or_else(|| "127.0.0.1".into()),

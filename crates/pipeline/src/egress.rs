@@ -3,8 +3,12 @@
 //! the success terminator, so no SDK presents it as a success.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use providers::{ChunkStream, ProviderError, StreamItem};
 use wire::anthropic::{ChunksToStream, encode_event};
@@ -152,10 +156,52 @@ impl Encode for OpenAiSse {
     }
 
     fn error(&mut self, e: ProviderError, out: &mut BytesMut) {
-        let body = GatewayError::Upstream(e).body();
-        out.extend_from_slice(&sse::data_event(
-            &serde_json::to_vec(&body).unwrap_or_default(),
-        ));
+        out.extend_from_slice(&openai_error(&GatewayError::Upstream(e)));
+    }
+}
+
+/// An OpenAI-format error event (SDKs raise it as an API error).
+pub fn openai_error(e: &GatewayError) -> Bytes {
+    sse::data_event(&serde_json::to_vec(&e.body()).unwrap_or_default())
+}
+
+/// An Anthropic-format `error` event.
+pub fn anthropic_error(e: &GatewayError) -> Bytes {
+    let (status, _, _) = e.parts();
+    let body = wire::anthropic::error_response(status.as_u16(), &e.message());
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    sse::named_event("error", &json)
+}
+
+pub type Bytestream = BoxStream<'static, Result<Bytes, Infallible>>;
+pub type Opening<T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send>>;
+
+/// A stream committed before its upstream answered: SSE comments every `every` until
+/// `opening` resolves, then what `render` makes of it, or one error event.
+pub fn late<T: Send + 'static>(
+    opening: Opening<T>,
+    every: Duration,
+    render: impl FnOnce(T) -> Bytestream + Send + 'static,
+    error: fn(&GatewayError) -> Bytes,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    async_stream::stream! {
+        let mut opening = opening;
+        let mut tick = tokio::time::interval(every);
+        let opened = loop {
+            tokio::select! {
+                r = &mut opening => break r,
+                _ = tick.tick() => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+            }
+        };
+        match opened {
+            Ok(v) => {
+                let mut body = render(v);
+                while let Some(b) = body.next().await {
+                    yield b;
+                }
+            }
+            Err(e) => yield Ok(error(&e)),
+        }
     }
 }
 
@@ -185,11 +231,7 @@ impl Encode for AnthropicSse {
     }
 
     fn error(&mut self, e: ProviderError, out: &mut BytesMut) {
-        let err = GatewayError::Upstream(e);
-        let (status, _, _) = err.parts();
-        let body = wire::anthropic::error_response(status.as_u16(), &err.message());
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        out.extend_from_slice(&sse::named_event("error", &json));
+        out.extend_from_slice(&anthropic_error(&GatewayError::Upstream(e)));
     }
 }
 

@@ -12,8 +12,9 @@ use wire::anthropic::{MessagesRequest, chat_from_messages_request, messages_resp
 use wire::openai::{ChatRequest, EmbeddingsRequest, ModelEntry, ModelList};
 
 use crate::admission::{parse, read_body, validate_chat, validate_embeddings};
+use crate::egress::Bytestream;
 use crate::error::GatewayError;
-use crate::llm::{self, Served};
+use crate::llm::{self, Ask, Opened, Served};
 use crate::settle;
 use crate::state::Gateway;
 use crate::{egress, embeddings};
@@ -23,6 +24,7 @@ pub type Shared = Arc<Gateway>;
 const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
 const X_MODEL: HeaderName = HeaderName::from_static("x-gateway-model");
 const X_FALLBACK: HeaderName = HeaderName::from_static("x-gateway-fallback-reason");
+const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 
 fn with_route<T>(mut resp: Response, served: &Served<T>) -> Response {
     let h = resp.headers_mut();
@@ -35,6 +37,7 @@ fn with_route<T>(mut resp: Response, served: &Served<T>) -> Response {
     if let Some(reason) = served.fallback {
         h.insert(X_FALLBACK, HeaderValue::from_static(reason.as_str()));
     }
+    h.insert(X_ATTEMPTS, HeaderValue::from(served.calls()));
     resp
 }
 
@@ -73,25 +76,17 @@ pub async fn chat_completions(
     req: Request,
 ) -> Result<Response, GatewayError> {
     ready(&gw)?;
-    let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, gw.limits.max_body_bytes).await?;
     let chat: ChatRequest = parse(&body)?;
     validate_chat(&chat)?;
+    let ask = Ask::chat(&chat, &parts.headers)?;
     let snap = gw.snapshot();
     if chat.is_stream() {
-        let served = llm::open_stream(&snap, &chat).await?;
         let want_usage = chat.include_usage();
-        let on_end = settle::on_stream_end(&served, &chat.model);
-        let (first, rest) = served.value;
-        let served = Served {
-            value: (),
-            provider: served.provider,
-            model: served.model,
-            fallback: served.fallback,
-        };
-        let body = Body::from_stream(egress::openai(first, rest, want_usage, on_end));
-        return Ok(with_route(sse(body), &served));
+        return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }).await;
     }
-    let served = llm::complete(&snap, &chat).await?;
+    let served = llm::complete(&snap, &*gw.observer, &chat, &ask).await?;
     settle::record(&served, &chat.model, served.value.usage(), true);
     let resp = match &served.value {
         ChatOutput::Raw { body, .. } => json_bytes(body.clone()),
@@ -100,6 +95,65 @@ pub async fn chat_completions(
         }
     };
     Ok(with_route(resp, &served))
+}
+
+/// The consumer's stream format.
+#[derive(Clone, Copy)]
+enum Format {
+    OpenAi { want_usage: bool },
+    Anthropic,
+}
+
+/// Opens the stream; if its first token is slow, commits the response and keeps it alive
+/// with SSE comments while the router keeps trying (errors then arrive as an error event).
+async fn stream_reply(
+    gw: &Shared,
+    snap: Arc<crate::Snapshot>,
+    chat: ChatRequest,
+    ask: Ask,
+    format: Format,
+) -> Result<Response, GatewayError> {
+    let requested = chat.model.clone();
+    let render = move |served: Served<Opened>| -> (Bytestream, Served<()>) {
+        let on_end = settle::on_stream_end(&served, &requested);
+        let mut first_rest = None;
+        let served = served.map(|v| first_rest = Some(v));
+        let Some((first, rest)) = first_rest else {
+            return (Box::pin(futures::stream::empty()), served);
+        };
+        let body: Bytestream = match format {
+            Format::OpenAi { want_usage } => {
+                Box::pin(egress::openai(first, rest, want_usage, on_end))
+            }
+            Format::Anthropic => Box::pin(egress::anthropic(first, rest, &requested, on_end)),
+        };
+        (body, served)
+    };
+    let error_event = match format {
+        Format::OpenAi { .. } => egress::openai_error,
+        Format::Anthropic => egress::anthropic_error,
+    };
+    let mut opening: egress::Opening<Served<Opened>> = Box::pin(llm::open_stream(
+        snap,
+        gw.observer.clone(),
+        Arc::new(chat),
+        Arc::new(ask),
+    ));
+    match tokio::time::timeout(gw.limits.sse_keepalive, &mut opening).await {
+        Ok(served) => {
+            let (body, served) = render(served?);
+            Ok(with_route(sse(Body::from_stream(body)), &served))
+        }
+        Err(_) => {
+            let body = egress::late(
+                opening,
+                gw.limits.sse_keepalive,
+                move |served| render(served).0,
+                error_event,
+            );
+            Ok(sse(Body::from_stream(body)))
+        }
+    }
 }
 
 /// `POST /v1/messages`: Anthropic's format in and out, served by any provider.
@@ -112,26 +166,18 @@ pub async fn messages(State(gw): State<Shared>, req: Request) -> Response {
 
 async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayError> {
     ready(&gw)?;
-    let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, gw.limits.max_body_bytes).await?;
     let m: MessagesRequest = parse(&body)?;
     let chat =
         chat_from_messages_request(&m).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
     validate_chat(&chat)?;
+    let ask = Ask::chat(&chat, &parts.headers)?;
     let snap = gw.snapshot();
     if chat.is_stream() {
-        let served = llm::open_stream(&snap, &chat).await?;
-        let on_end = settle::on_stream_end(&served, &chat.model);
-        let (first, rest) = served.value;
-        let served = Served {
-            value: (),
-            provider: served.provider,
-            model: served.model,
-            fallback: served.fallback,
-        };
-        let body = Body::from_stream(egress::anthropic(first, rest, &chat.model, on_end));
-        return Ok(with_route(sse(body), &served));
+        return stream_reply(&gw, snap, chat, ask, Format::Anthropic).await;
     }
-    let served = llm::complete(&snap, &chat).await?;
+    let served = llm::complete(&snap, &*gw.observer, &chat, &ask).await?;
     settle::record(&served, &chat.model, served.value.usage(), true);
     let completion = served.value.clone().into_completion(&served.provider)?;
     let out = messages_response_from_chat(&completion, &chat.model);
@@ -145,11 +191,13 @@ pub async fn create_embeddings(
     req: Request,
 ) -> Result<Response, GatewayError> {
     ready(&gw)?;
-    let body = read_body(req.into_body(), gw.limits.max_body_bytes).await?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, gw.limits.max_body_bytes).await?;
     let e: EmbeddingsRequest = parse(&body)?;
     validate_embeddings(&e)?;
+    let ask = Ask::embeddings(&e, &parts.headers)?;
     let snap = gw.snapshot();
-    let mut served = llm::embed(&snap, &e).await?;
+    let mut served = llm::embed(&snap, &*gw.observer, &e, &ask).await?;
     if e.encoding_format.as_deref() == Some("base64") {
         embeddings::to_base64(&mut served.value);
     }

@@ -1,12 +1,22 @@
-//! The LLM stage: the router picks targets and walks fallback chains; the provider adapter makes
-//! the call. A stream is only committed once its first chunk has arrived, so a target that fails
-//! before sending anything is still eligible for fallback.
+//! The LLM stage: the router picks targets, retries and walks fallback chains; the provider
+//! adapter makes the call. A stream is only committed once its first chunk has arrived, so a
+//! target that fails before sending anything is still eligible for fallback; after that,
+//! [`stream::guard`] watches it (idle, deadline, a missing terminator) and resumes a broken
+//! answer on a fallback where it can.
 
+mod stream;
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
 use futures::StreamExt;
-use providers::{ChatOutput, ChunkStream, ErrorClass, ProviderError, StreamItem};
-use wire::openai::{ChatRequest, EmbeddingsRequest, EmbeddingsResponse};
+use providers::{ChatOutput, ChunkStream, ErrorClass, Provider, ProviderError, StreamItem};
+use router::{AttemptRecord, Failure, Needs, Observer, Outcome, Plan, Target};
+use tokio::time::Instant;
+use wire::openai::{ChatRequest, Content, ContentPart, EmbeddingsRequest, EmbeddingsResponse};
 
 use crate::error::GatewayError;
+use crate::settle;
 use crate::state::Snapshot;
 
 /// A value and who served it.
@@ -17,6 +27,155 @@ pub struct Served<T> {
     pub model: String,
     /// Why the first target was left, when it was.
     pub fallback: Option<ErrorClass>,
+    /// Every upstream attempt, the successful one last.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl<T> Served<T> {
+    fn from(o: Outcome<T>) -> Self {
+        Served {
+            value: o.value,
+            provider: o.target.provider,
+            model: o.target.model,
+            fallback: o.fallback_reason,
+            attempts: o.attempts,
+        }
+    }
+
+    /// The same route facts around another value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+        Served {
+            value: f(self.value),
+            provider: self.provider,
+            model: self.model,
+            fallback: self.fallback,
+            attempts: self.attempts,
+        }
+    }
+
+    /// Upstream calls made (skipped targets not counted).
+    pub fn calls(&self) -> usize {
+        self.attempts.iter().filter(|a| a.called()).count()
+    }
+}
+
+/// What a request asks of the router, owned so that a stream can outlive its handler.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub model: String,
+    pub needs: Needs,
+    /// The consumer's `x-gateway-fallback` list.
+    pub extra_fallbacks: Vec<String>,
+}
+
+const FALLBACK_HEADER: &str = "x-gateway-fallback";
+/// More would only multiply the upstream calls one request can make.
+const MAX_HEADER_FALLBACKS: usize = 4;
+
+impl Ask {
+    pub fn chat(req: &ChatRequest, headers: &HeaderMap) -> Result<Ask, GatewayError> {
+        Ok(Ask {
+            model: req.model.clone(),
+            needs: needs(req),
+            extra_fallbacks: fallback_header(headers)?,
+        })
+    }
+
+    pub fn embeddings(req: &EmbeddingsRequest, headers: &HeaderMap) -> Result<Ask, GatewayError> {
+        Ok(Ask {
+            model: req.model.clone(),
+            needs: Needs::default(),
+            extra_fallbacks: fallback_header(headers)?,
+        })
+    }
+
+    fn plan(&self) -> Plan<'_> {
+        Plan {
+            needs: self.needs,
+            extra_fallbacks: &self.extra_fallbacks,
+            ..Plan::new(&self.model)
+        }
+    }
+}
+
+/// `x-gateway-fallback: model-a, model-b`: model names only, never URLs.
+fn fallback_header(headers: &HeaderMap) -> Result<Vec<String>, GatewayError> {
+    let mut out = Vec::new();
+    for v in headers.get_all(FALLBACK_HEADER) {
+        let s = v.to_str().map_err(|_| bad_header("is not valid text"))?;
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let ok = name.len() <= 256
+                && !name.contains("://")
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c));
+            if !ok {
+                return Err(bad_header("must list model names (no URLs)"));
+            }
+            if !out.iter().any(|o| o == name) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    if out.len() > MAX_HEADER_FALLBACKS {
+        return Err(bad_header("lists more than 4 models"));
+    }
+    Ok(out)
+}
+
+fn bad_header(why: &str) -> GatewayError {
+    GatewayError::invalid(
+        format!("The `{FALLBACK_HEADER}` header {why}."),
+        Some(FALLBACK_HEADER),
+    )
+}
+
+/// What the request uses, for picking fallbacks that can serve it. Tokens are estimated
+/// (about four characters each, plus a little per message); an image counts as a thousand.
+pub fn needs(req: &ChatRequest) -> Needs {
+    let mut chars = 0usize;
+    let mut images = 0u64;
+    for m in &req.messages {
+        chars += 16;
+        match &m.content {
+            Some(Content::Text(t)) => chars += t.len(),
+            Some(Content::Parts(parts)) => {
+                for p in parts {
+                    match p {
+                        ContentPart::Text { text } => chars += text.len(),
+                        ContentPart::ImageUrl { .. } => images += 1,
+                        _ => {}
+                    }
+                }
+            }
+            None => {}
+        }
+        for c in m.tool_calls.iter().flatten() {
+            chars += c.function.name.len() + c.function.arguments.len();
+        }
+    }
+    let tools = req.tools.as_ref().is_some_and(|t| !t.is_empty());
+    if let Some(tools) = &req.tools {
+        chars += tools
+            .iter()
+            .map(|t| {
+                t.function
+                    .parameters
+                    .as_ref()
+                    .map_or(0, |p| p.to_string().len())
+                    + 64
+            })
+            .sum::<usize>();
+    }
+    Needs {
+        tools,
+        images: images > 0,
+        json_schema: req
+            .response_format
+            .as_ref()
+            .is_some_and(|f| f.kind == "json_schema"),
+        est_input_tokens: (chars / 4) as u64 + images * 1_000,
+    }
 }
 
 fn missing(provider: &str) -> ProviderError {
@@ -27,79 +186,118 @@ fn missing(provider: &str) -> ProviderError {
     )
 }
 
-pub async fn complete(
-    snap: &Snapshot,
-    req: &ChatRequest,
-) -> Result<Served<ChatOutput>, GatewayError> {
-    let out = router::execute(&snap.table, &req.model, |t| {
-        let provider = snap.providers.get(&t.provider).cloned();
-        async move {
-            match provider {
-                Some(p) => p.chat(req, &t.model).await,
-                None => Err(missing(&t.provider)),
-            }
-        }
-    })
-    .await?;
-    Ok(Served {
-        value: out.value,
-        provider: out.target.provider,
-        model: out.target.model,
-        fallback: out.fallback_reason,
-    })
+fn provider(snap: &Snapshot, t: &Target) -> Result<Arc<Provider>, ProviderError> {
+    snap.providers
+        .get(&t.provider)
+        .cloned()
+        .ok_or_else(|| missing(&t.provider))
 }
 
-pub async fn open_stream(
+fn failed(model: &str, f: Failure) -> GatewayError {
+    settle::failed(model, &f.attempts);
+    f.error.into()
+}
+
+pub async fn complete(
     snap: &Snapshot,
+    observer: &dyn Observer,
     req: &ChatRequest,
-) -> Result<Served<(StreamItem, ChunkStream)>, GatewayError> {
-    let out = router::execute(&snap.table, &req.model, |t| {
-        let provider = snap.providers.get(&t.provider).cloned();
-        async move {
-            let Some(p) = provider else {
-                return Err(missing(&t.provider));
-            };
-            let mut s = p.chat_stream(req, &t.model).await?;
-            match s.next().await {
-                Some(Ok(first)) => Ok((first, s)),
-                Some(Err(e)) => Err(e),
-                None => Err(ProviderError::new(
-                    p.name(),
-                    ErrorClass::StreamBroken,
-                    "upstream stream was empty",
-                )),
-            }
+    ask: &Ask,
+) -> Result<Served<ChatOutput>, GatewayError> {
+    let out = router::execute(&snap.table, observer, &ask.plan(), |t, _deadline, _caps| {
+        let p = provider(snap, &t);
+        async move { p?.chat(req, &t.model).await }
+    })
+    .await
+    .map_err(|f| failed(&ask.model, f))?;
+    Ok(Served::from(out))
+}
+
+/// A stream whose first chunk has arrived, and the rest of it.
+pub type Opened = (StreamItem, ChunkStream);
+
+/// Opens a stream and waits for its first chunk (within the route's first-token timeout),
+/// falling back as for any other failure. The rest of the stream is guarded.
+pub async fn open_stream(
+    snap: Arc<Snapshot>,
+    observer: Arc<dyn Observer + Send + Sync>,
+    req: Arc<ChatRequest>,
+    ask: Arc<Ask>,
+) -> Result<Served<Opened>, GatewayError> {
+    let policy = snap.table.policy_for(&ask.model).clone();
+    let deadline = Instant::now() + policy.timeouts.total();
+    let out = router::execute(
+        &snap.table,
+        &*observer,
+        &ask.plan(),
+        |t, _deadline, _caps| {
+            let p = provider(&snap, &t);
+            let req = &*req;
+            let first_token = policy.timeouts.first_token();
+            async move { open_one(&*p?, req, &t.model, first_token).await }
+        },
+    )
+    .await
+    .map_err(|f| failed(&ask.model, f))?;
+    let target = out.target.clone();
+    let mut served = Served::from(out);
+    let (first, rest) = served.value;
+    let resume = stream::Resume {
+        snap,
+        observer,
+        req,
+        ask,
+        deadline,
+        idle: policy.timeouts.idle(),
+        first_token: policy.timeouts.first_token(),
+    };
+    let rest = stream::guard(target, &first, rest, resume);
+    served.value = (first, rest);
+    Ok(served)
+}
+
+/// One target: the stream's first chunk within `first_token`.
+async fn open_one(
+    p: &Provider,
+    req: &ChatRequest,
+    model: &str,
+    first_token: std::time::Duration,
+) -> Result<Opened, ProviderError> {
+    let open = async {
+        let mut s = p.chat_stream(req, model).await?;
+        match s.next().await {
+            Some(Ok(first)) => Ok((first, s)),
+            Some(Err(e)) => Err(e),
+            None => Err(ProviderError::new(
+                p.name(),
+                ErrorClass::StreamBroken,
+                "upstream stream was empty",
+            )),
         }
-    })
-    .await?;
-    Ok(Served {
-        value: out.value,
-        provider: out.target.provider,
-        model: out.target.model,
-        fallback: out.fallback_reason,
-    })
+    };
+    match tokio::time::timeout(first_token, open).await {
+        Ok(r) => r,
+        Err(_) => Err(ProviderError::new(
+            p.name(),
+            ErrorClass::Timeout,
+            format!("no first token within {} ms", first_token.as_millis()),
+        )),
+    }
 }
 
 pub async fn embed(
     snap: &Snapshot,
+    observer: &dyn Observer,
     req: &EmbeddingsRequest,
+    ask: &Ask,
 ) -> Result<Served<EmbeddingsResponse>, GatewayError> {
-    let out = router::execute(&snap.table, &req.model, |t| {
-        let provider = snap.providers.get(&t.provider).cloned();
+    let out = router::execute(&snap.table, observer, &ask.plan(), |t, _deadline, _caps| {
+        let p = provider(snap, &t);
         let mut r = req.clone();
         r.model = t.model;
-        async move {
-            match provider {
-                Some(p) => p.embeddings(&r).await,
-                None => Err(missing(&t.provider)),
-            }
-        }
+        async move { p?.embeddings(&r).await }
     })
-    .await?;
-    Ok(Served {
-        value: out.value,
-        provider: out.target.provider,
-        model: out.target.model,
-        fallback: out.fallback_reason,
-    })
+    .await
+    .map_err(|f| failed(&ask.model, f))?;
+    Ok(Served::from(out))
 }

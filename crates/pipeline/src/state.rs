@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use providers::{Provider, ProviderSpec};
-use router::{ProviderEntry, Route, RoutingTable};
+use router::{Observer, ProviderEntry, Route, RoutingTable};
 
 /// Everything a request reads of the configuration.
 #[derive(Debug, Default)]
@@ -41,13 +42,18 @@ impl Snapshot {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// A stream whose first token takes longer than this is committed (200, SSE) and kept
+    /// alive with comments at this interval until it arrives, so proxies and clients with
+    /// read timeouts do not give up.
+    pub sse_keepalive: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        // Room for a few base64 images; larger bodies are refused before parsing.
         Limits {
+            // Room for a few base64 images; larger bodies are refused before parsing.
             max_body_bytes: 20 * 1024 * 1024,
+            sse_keepalive: Duration::from_secs(5),
         }
     }
 }
@@ -55,14 +61,24 @@ impl Default for Limits {
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub limits: Limits,
+    /// Health and circuit breakers: outlive configuration swaps.
+    pub observer: Arc<dyn Observer + Send + Sync>,
     ready: AtomicBool,
 }
 
 impl Gateway {
     pub fn new(limits: Limits) -> Arc<Gateway> {
+        Self::with_observer(limits, Arc::new(()))
+    }
+
+    pub fn with_observer(
+        limits: Limits,
+        observer: Arc<dyn Observer + Send + Sync>,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             limits,
+            observer,
             ready: AtomicBool::new(false),
         })
     }

@@ -43,29 +43,19 @@ async fn start_with(max_body: usize, extra: Vec<ProviderSpec>) -> Env {
         spec("badkey", "openai", format!("{e}/v1"), "sk-wrong-secret-123"),
     ];
     specs.extend(extra);
-    let t = |p: &str, m: &str| Target {
-        provider: p.into(),
-        model: m.into(),
-        weight: 1,
+    let mut smart = Route::new("smart", vec![Target::new("claude", "claude-sonnet-4-5")]);
+    smart.fallbacks = Fallbacks {
+        any: vec!["gpt-4o".into()],
+        ..Default::default()
     };
     let routes = vec![
-        Route {
-            name: "smart".into(),
-            targets: vec![t("claude", "claude-sonnet-4-5")],
-            fallbacks: Fallbacks {
-                any: vec!["gpt-4o".into()],
-                ..Default::default()
-            },
-        },
-        Route {
-            name: "gpt-4o".into(),
-            targets: vec![t("openai", "gpt-4o")],
-            fallbacks: Fallbacks::default(),
-        },
+        smart,
+        Route::new("gpt-4o", vec![Target::new("openai", "gpt-4o")]),
     ];
     let http = providers::http::client().unwrap_or_else(|e| panic!("{e}"));
     let gw = Gateway::new(Limits {
         max_body_bytes: max_body,
+        ..Default::default()
     });
     gw.swap(Snapshot::build(specs, routes, &http));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -252,10 +242,14 @@ async fn a_provider_429_reaches_the_consumer_as_a_rate_limit_with_retry_after() 
             status: 429,
             retry_after: Some(7),
             message: None,
+            code: None,
+            error_type: None,
+            retry_after_ms: None,
         },
         model: Some("gpt-4o".into()),
         vendor: None,
         times: 1,
+        for_ms: None,
     });
     let r = env.post("/v1/chat/completions", hello("gpt-4o")).await;
     assert_eq!(r.status(), 429);
@@ -276,10 +270,15 @@ async fn a_failing_target_falls_back_and_says_why() {
             status: 529,
             retry_after: None,
             message: None,
+            code: None,
+            error_type: None,
+            retry_after_ms: None,
         },
         model: Some("claude-sonnet-4-5".into()),
         vendor: Some(Vendor::Anthropic),
-        times: 1,
+        // The retry on the same target fails too.
+        times: 2,
+        for_ms: None,
     });
     let r = env.post("/v1/chat/completions", hello("smart")).await;
     assert_eq!(r.status(), 200);
@@ -310,7 +309,8 @@ async fn a_stream_that_fails_before_its_first_chunk_still_falls_back() {
         fault: Fault::CutMidStream { after_events: 0 },
         model: Some("claude-sonnet-4-5".into()),
         vendor: None,
-        times: 1,
+        times: 2,
+        for_ms: None,
     });
     let mut body = hello("smart");
     body["stream"] = json!(true);
@@ -350,6 +350,7 @@ async fn a_stream_cut_mid_way_ends_in_an_error_not_done() {
             model: Some(upstream),
             vendor: Some(vendor),
             times: 1,
+            for_ms: None,
         });
         let mut body = json!({"model": model, "messages": [{"role": "user", "content": "one two three four five six seven"}]});
         body["stream"] = json!(true);
@@ -516,12 +517,17 @@ async fn anthropic_ingress_errors_use_anthropic_bodies() {
     env.emu.push_fault(FaultRule {
         fault: Fault::Status {
             status: 429,
-            retry_after: Some(2),
+            // Longer than the router waits for: it reaches the consumer.
+            retry_after: Some(20),
             message: None,
+            code: None,
+            error_type: None,
+            retry_after_ms: None,
         },
         model: Some("gpt-4o".into()),
         vendor: None,
         times: 1,
+        for_ms: None,
     });
     let r = env.post("/v1/messages", json!({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(r.status(), 429);

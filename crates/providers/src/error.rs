@@ -43,6 +43,15 @@ impl ErrorClass {
         )
     }
 
+    /// A class the upstream's own error code pins down better than its status.
+    pub fn from_code(code: &str) -> Option<ErrorClass> {
+        match code {
+            "context_length_exceeded" => Some(ErrorClass::ContextLength),
+            "content_policy_violation" | "content_filter" => Some(ErrorClass::ContentFilter),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::RateLimited => "rate_limited",

@@ -59,8 +59,8 @@ pub async fn send(
         param: None,
     });
     let mut err = ProviderError::from_status(provider, status.as_u16(), parts.message);
-    if parts.code.as_deref() == Some("context_length_exceeded") {
-        err.class = ErrorClass::ContextLength;
+    if let Some(class) = parts.code.as_deref().and_then(ErrorClass::from_code) {
+        err.class = class;
     }
     if err.class != ErrorClass::Auth {
         err.code = parts.code;

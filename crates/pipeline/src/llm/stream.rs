@@ -1,0 +1,156 @@
+//! A committed stream, watched: a silence longer than the idle timeout or the request's deadline
+//! ends it with an error; an upstream that stops without its terminator after the answer was
+//! finished is completed; an upstream that breaks mid-answer is resumed on the next target that
+//! can take the partial answer (an assistant prefill where the catalogue says the model accepts
+//! one, otherwise a continuation prompt). Whatever cannot be resumed ends with an error item,
+//! which the egress turns into an error event: a truncated stream never looks like a success.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use providers::{ChunkStream, ErrorClass, ProviderError, StreamItem};
+use router::{Observer, Plan, Target};
+use tokio::time::Instant;
+use wire::openai::{ChatRequest, Message, Role};
+
+use super::{Ask, Opened, open_one, provider};
+use crate::state::Snapshot;
+
+/// What a continuation needs to know of its request.
+pub struct Resume {
+    pub snap: Arc<Snapshot>,
+    pub observer: Arc<dyn Observer + Send + Sync>,
+    pub req: Arc<ChatRequest>,
+    pub ask: Arc<Ask>,
+    pub deadline: Instant,
+    pub idle: Duration,
+    pub first_token: Duration,
+}
+
+/// Sent to a model that cannot take a prefill, after the partial answer.
+const CONTINUE: &str = "Your previous answer was cut off. Continue it exactly where it stopped: \
+do not repeat anything already written and do not add any preamble.";
+
+/// The most continuations one stream may need.
+const MAX_RESUMES: usize = 2;
+
+/// What the consumer has been sent so far.
+#[derive(Default)]
+struct Progress {
+    text: String,
+    /// Tool calls and several choices cannot be stitched together from a partial answer.
+    unresumable: bool,
+    finished: bool,
+}
+
+impl Progress {
+    fn note(&mut self, item: &StreamItem) {
+        for c in &item.chunk.choices {
+            if c.index > 0 || c.delta.tool_calls.is_some() {
+                self.unresumable = true;
+            }
+            if let Some(t) = &c.delta.content {
+                self.text.push_str(t);
+            }
+            if c.finish_reason.is_some() {
+                self.finished = true;
+            }
+        }
+    }
+}
+
+pub fn guard(target: Target, first: &StreamItem, rest: ChunkStream, r: Resume) -> ChunkStream {
+    let mut progress = Progress::default();
+    progress.note(first);
+    Box::pin(async_stream::stream! {
+        let mut rest = rest;
+        let mut target = target;
+        let mut broken: Vec<Target> = Vec::new();
+        loop {
+            let wake = (Instant::now() + r.idle).min(r.deadline);
+            let err = match tokio::time::timeout_at(wake, rest.next()).await {
+                Ok(Some(Ok(item))) => {
+                    progress.note(&item);
+                    yield Ok(item);
+                    continue;
+                }
+                Ok(None) => return,
+                Ok(Some(Err(e))) => e,
+                Err(_) if Instant::now() >= r.deadline => ProviderError::new(
+                    &target.provider,
+                    ErrorClass::Timeout,
+                    "the stream did not finish within the request's deadline",
+                ),
+                Err(_) => ProviderError::new(
+                    &target.provider,
+                    ErrorClass::Timeout,
+                    format!("the stream stalled for {} ms", r.idle.as_millis()),
+                ),
+            };
+            // Everything was said; only the terminator is missing.
+            if progress.finished && err.class == ErrorClass::StreamBroken {
+                return;
+            }
+            r.observer.record(&target, Duration::ZERO, Some(err.class));
+            tracing::warn!(provider = %target.provider, model = %target.model, error = %err.message, "stream broke mid-answer");
+            broken.push(target.clone());
+            if progress.unresumable || broken.len() > MAX_RESUMES || Instant::now() >= r.deadline {
+                yield Err(err);
+                return;
+            }
+            match resume(&r, &progress.text, &broken, err.class).await {
+                Some((t, (first, s))) => {
+                    tracing::info!(provider = %t.provider, model = %t.model, "stream resumed");
+                    progress.note(&first);
+                    target = t;
+                    rest = s;
+                    yield Ok(first);
+                }
+                None => {
+                    yield Err(err);
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Opens a continuation on the next target that can serve it, or `None`.
+async fn resume(
+    r: &Resume,
+    text: &str,
+    broken: &[Target],
+    class: ErrorClass,
+) -> Option<(Target, Opened)> {
+    let plan = Plan {
+        needs: r.ask.needs,
+        extra_fallbacks: &r.ask.extra_fallbacks,
+        skip: broken,
+        after: Some(class),
+        deadline: Some(r.deadline),
+        ..Plan::new(&r.ask.model)
+    };
+    let out = router::execute(&r.snap.table, &*r.observer, &plan, |t, _deadline, caps| {
+        let p = provider(&r.snap, &t);
+        let req = continuation(&r.req, text, caps.accepts_prefill());
+        let first_token = r.first_token;
+        async move { open_one(&*p?, &req, &t.model, first_token).await }
+    })
+    .await
+    .ok()?;
+    Some((out.target, out.value))
+}
+
+/// The request again, with the partial answer: as a prefill the model continues, or followed by
+/// a prompt to continue.
+fn continuation(req: &ChatRequest, text: &str, prefill: bool) -> ChatRequest {
+    let mut r = req.clone();
+    if !text.is_empty() {
+        r.messages.push(Message::text(Role::Assistant, text));
+        if !prefill {
+            r.messages.push(Message::text(Role::User, CONTINUE));
+        }
+    }
+    r
+}
