@@ -24,7 +24,7 @@ use wire::anthropic::{
     ToolResultContent, encode_event, error_type_for_status,
 };
 
-use crate::emulator::{self, Fault, Shared, Vendor};
+use crate::emulator::{self, ErrorSpec, Fault, Matching, Shared, Vendor};
 use crate::reply;
 
 const PATH: &str = "/v1/messages";
@@ -39,35 +39,50 @@ pub fn routes() -> Router<Shared> {
 }
 
 async fn messages(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    s.record(Vendor::Anthropic, PATH, &headers, &body);
+    let attempt = s.record(Vendor::Anthropic, PATH, &headers, &body);
+    attempt.track(answer_messages(s, headers, body).await)
+}
+
+async fn answer_messages(s: Shared, headers: HeaderMap, body: Bytes) -> Response {
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     if key != Some(s.config.api_key.as_str()) {
-        return error(401, "invalid x-api-key", None);
+        return error(401, "invalid x-api-key");
     }
     if !headers.contains_key("anthropic-version") {
-        return error(400, "anthropic-version: header is required", None);
+        return error(400, "anthropic-version: header is required");
     }
     let req = match parse(&body) {
         Ok(r) => r,
-        Err(msg) => return error(400, &msg, None),
+        Err(msg) => return error(400, &msg),
     };
-    let fault = emulator::pre_response(s.take_fault(Vendor::Anthropic, &req.model)).await;
-    if let Some(Fault::Status {
-        status,
-        retry_after,
-        message,
-    }) = &fault
-    {
-        let message = message
-            .as_deref()
-            .unwrap_or_else(|| default_message(*status));
-        return error(*status, message, *retry_after);
+    let m = Matching {
+        vendor: Vendor::Anthropic,
+        model: &req.model,
+        prefill: req
+            .messages
+            .last()
+            .is_some_and(|m| m.role == Role::Assistant),
+    };
+    let fault = match emulator::pre_response(s.take_fault(m)).await {
+        Ok(f) => f,
+        Err(reset) => return reset,
+    };
+    if let Some(spec) = fault.as_ref().and_then(Fault::as_status) {
+        return fault_response(&spec);
+    }
+    if fault == Some(Fault::RejectPrefill) {
+        return error(400, emulator::PREFILL_REFUSED);
     }
     let no_usage = fault == Some(Fault::NoUsage);
     let answer = answer(&s, &req, &body, no_usage);
     let headers = success_headers(answer.usage.input_tokens + answer.usage.output_tokens);
     if req.is_stream() {
-        let mut resp = emulator::sse_body(answer.events(no_usage), fault);
+        let mut events = answer.events(no_usage);
+        if fault == Some(Fault::NoDone) {
+            // The last event is `message_stop`.
+            events.pop();
+        }
+        let mut resp = emulator::sse_body(events, fault);
         for (k, v) in headers {
             if let Ok(v) = v.parse() {
                 resp.headers_mut().insert(k, v);
@@ -98,22 +113,54 @@ fn parse(body: &[u8]) -> Result<MessagesRequest, String> {
     serde_json::from_value(v).map_err(|e| format!("invalid request: {e}"))
 }
 
-fn error(status: u16, message: &str, retry_after: Option<u64>) -> Response {
+fn error(status: u16, message: &str) -> Response {
+    error_body(status, error_type_for_status(status), message, Vec::new())
+}
+
+/// A scripted `Status` fault. Anthropic bodies carry no code: a known `code` only picks the
+/// wording, and `error_type` replaces `error.type`.
+fn fault_response(f: &ErrorSpec<'_>) -> Response {
+    let message = f
+        .message
+        .or(f.code.and_then(code_message))
+        .unwrap_or_else(|| default_message(f.status));
+    let kind = f
+        .error_type
+        .unwrap_or_else(|| error_type_for_status(f.status));
+    let mut headers = Vec::new();
+    f.retry_headers(&mut headers);
+    error_body(f.status, kind, message, headers)
+}
+
+fn error_body(
+    status: u16,
+    kind: &str,
+    message: &str,
+    mut headers: Vec<(&'static str, String)>,
+) -> Response {
     let id = request_id();
     let body = ErrorResponse {
         kind: "error".into(),
         error: ErrorDetail {
-            kind: error_type_for_status(status).into(),
+            kind: kind.into(),
             message: message.into(),
         },
         request_id: Some(id.clone()),
     };
-    let mut headers = vec![("request-id", id)];
-    if let Some(secs) = retry_after {
-        headers.push(("retry-after", secs.to_string()));
-    }
+    headers.push(("request-id", id));
     let body = serde_json::to_value(body).unwrap_or(Value::Null);
     emulator::json_response(status, &headers, &body)
+}
+
+/// Anthropic's wording for what the other vendors name with an error `code`.
+fn code_message(code: &str) -> Option<&'static str> {
+    match code {
+        "context_length_exceeded" => Some("prompt is too long: 200001 tokens > 200000 maximum"),
+        "content_policy_violation" | "content_filter" => {
+            Some("Output blocked by content filtering policy")
+        }
+        _ => None,
+    }
 }
 
 fn default_message(status: u16) -> &'static str {

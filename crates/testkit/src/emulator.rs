@@ -1,7 +1,17 @@
-//! The emulator server: shared state, scripted faults, the control routes and the streaming body
-//! every vendor module uses.
+//! The emulator server: shared state, the control routes and the streaming body every vendor
+//! module uses.
+//! - `faults`: what can go wrong ([`Fault`]) and for which requests ([`FaultRule`]).
+//! - `attempt`: the request log ([`Recorded`]) and how each answer ended ([`Outcome`]).
+//! - `serve`: the accept loop, which can close a connection without answering.
 
-use std::collections::VecDeque;
+mod attempt;
+mod faults;
+mod serve;
+
+pub use attempt::{Attempt, Outcome, Recorded};
+pub use faults::{ErrorSpec, Fault, FaultRule, Matching};
+pub use serve::drop_connection;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +25,9 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use attempt::RequestLog;
+use faults::FaultQueue;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Vendor {
@@ -22,50 +35,6 @@ pub enum Vendor {
     Azure,
     Anthropic,
     Gemini,
-}
-
-/// What goes wrong with the next matching request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Fault {
-    /// Answer with this status and the vendor's own error body (and `retry-after` if given).
-    Status {
-        status: u16,
-        #[serde(default)]
-        retry_after: Option<u64>,
-        #[serde(default)]
-        message: Option<String>,
-    },
-    /// Wait this long before answering at all.
-    Delay { ms: u64 },
-    /// Stream: send the headers, then wait this long before the first event.
-    SlowFirstToken { ms: u64 },
-    /// Stream: send this many events, then drop the connection with no terminator.
-    CutMidStream { after_events: usize },
-    /// Stream: send this many events, then stall for `ms`, then go on.
-    Stall { after_events: usize, ms: u64 },
-    /// Stream: send this many events, then one that is not valid JSON, then go on.
-    MalformedChunk { after_events: usize },
-    /// Answer without any usage numbers.
-    NoUsage,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FaultRule {
-    pub fault: Fault,
-    /// Only requests for this (upstream) model; any model when absent.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Only requests to this vendor's routes; any when absent.
-    #[serde(default)]
-    pub vendor: Option<Vendor>,
-    /// How many matching requests it applies to.
-    #[serde(default = "one")]
-    pub times: usize,
-}
-
-fn one() -> usize {
-    1
 }
 
 #[derive(Debug, Clone)]
@@ -90,61 +59,48 @@ impl Default for EmulatorConfig {
     }
 }
 
-/// A request as the emulator saw it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Recorded {
-    pub vendor: Vendor,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: serde_json::Value,
-}
-
 pub struct EmulatorState {
     pub config: EmulatorConfig,
-    faults: Mutex<VecDeque<FaultRule>>,
-    recorded: Mutex<Vec<Recorded>>,
+    faults: Mutex<FaultQueue>,
+    log: RequestLog,
 }
 
 impl EmulatorState {
-    /// Takes the first fault rule matching this request, counting one use.
-    pub fn take_fault(&self, vendor: Vendor, model: &str) -> Option<Fault> {
-        let mut faults = self.faults.lock().ok()?;
-        let pos = faults.iter().position(|r| {
-            r.model.as_deref().is_none_or(|m| m == model) && r.vendor.is_none_or(|v| v == vendor)
-        })?;
-        let rule = faults.get_mut(pos)?;
-        let fault = rule.fault.clone();
-        rule.times = rule.times.saturating_sub(1);
-        if rule.times == 0 {
-            faults.remove(pos);
-        }
-        Some(fault)
+    /// Takes the first fault rule matching this request, counting one use (a windowed rule is
+    /// not used up).
+    pub fn take_fault(&self, m: Matching<'_>) -> Option<Fault> {
+        self.faults.lock().ok()?.take(m)
     }
 
-    pub fn record(&self, vendor: Vendor, path: &str, headers: &HeaderMap, body: &[u8]) {
+    fn push_fault(&self, rule: FaultRule) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.push(rule);
+        }
+    }
+
+    /// Logs the request (when recording) and returns the attempt its response settles.
+    pub fn record(
+        self: &Arc<Self>,
+        vendor: Vendor,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Attempt {
         if !self.config.record {
-            return;
+            return Attempt::untracked();
         }
-        let rec = Recorded {
-            vendor,
-            path: path.to_string(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
-        };
-        if let Ok(mut r) = self.recorded.lock() {
-            if r.len() >= 10_000 {
-                r.remove(0);
-            }
-            r.push(rec);
-        }
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+        let seq = self.log.push(vendor, path.to_string(), headers, body);
+        Attempt::new(self.clone(), seq)
     }
 
     /// How long the answer to a request that allows `max_tokens` is: the natural echo (or
@@ -173,20 +129,12 @@ impl Emulator {
     pub async fn start_on(port: u16, config: EmulatorConfig) -> anyhow::Result<Self> {
         let state = Arc::new(EmulatorState {
             config,
-            faults: Mutex::new(VecDeque::new()),
-            recorded: Mutex::new(Vec::new()),
+            faults: Mutex::new(FaultQueue::default()),
+            log: RequestLog::new(),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let app = router(state.clone());
-        let task = tokio::spawn(async move {
-            // Streams go out in several small writes: without NODELAY, Nagle holds the last one
-            // until the client's delayed ACK (~40 ms a stream).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |t| {
-                let _ = t.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = tokio::spawn(serve::run(listener, router(state.clone())));
         Ok(Emulator { addr, state, task })
     }
 
@@ -196,40 +144,60 @@ impl Emulator {
     }
 
     pub fn push_fault(&self, rule: FaultRule) {
-        if let Ok(mut f) = self.state.faults.lock() {
-            f.push_back(rule);
-        }
+        self.state.push_fault(rule);
     }
 
     /// A fault for the next request of any vendor and model.
     pub fn fail_next(&self, fault: Fault) {
-        self.push_fault(FaultRule {
-            fault,
-            model: None,
-            vendor: None,
-            times: 1,
-        });
+        self.push_fault(FaultRule::once(fault));
     }
 
+    /// The recorded requests, oldest first.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state
-            .recorded
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.state.log.snapshot()
     }
 
     pub fn last_request(&self) -> Option<Recorded> {
-        self.state
-            .recorded
-            .lock()
-            .ok()
-            .and_then(|r| r.last().cloned())
+        self.state.log.last()
+    }
+
+    /// Waits until `done` holds for the recorded requests and returns them, or `None` after
+    /// `timeout` (tokio time: virtual under a paused clock).
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Recorded]) -> bool,
+    ) -> Option<Vec<Recorded>> {
+        let log = &self.state.log;
+        let settled = async {
+            loop {
+                // Registered before the check, so a change in between is not missed.
+                let changed = log.changed.notified();
+                let mut changed = std::pin::pin!(changed);
+                changed.as_mut().enable();
+                let requests = log.snapshot();
+                if done(&requests) {
+                    return requests;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, settled).await.ok()
+    }
+
+    /// Waits until the `index`th recorded request (0 = oldest kept) has an outcome other than
+    /// `in_flight`, and returns it; `None` after `timeout`.
+    pub async fn wait_for_outcome(&self, index: usize, timeout: Duration) -> Option<Recorded> {
+        let settled = |r: &[Recorded]| r.get(index).is_some_and(|r| r.outcome != Outcome::InFlight);
+        self.wait_for(timeout, settled)
+            .await
+            .and_then(|r| r.into_iter().nth(index))
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        // Also closes the connections still open (see `serve::run`).
         self.task.abort();
     }
 }
@@ -249,40 +217,47 @@ async fn push_fault(
     State(s): State<Shared>,
     axum::Json(rule): axum::Json<FaultRule>,
 ) -> StatusCode {
-    if let Ok(mut f) = s.faults.lock() {
-        f.push_back(rule);
-    }
+    s.push_fault(rule);
     StatusCode::NO_CONTENT
 }
 
 async fn list_requests(State(s): State<Shared>) -> Response {
-    let r = s.recorded.lock().map(|r| r.clone()).unwrap_or_default();
-    axum::Json(r).into_response()
+    axum::Json(s.log.snapshot()).into_response()
 }
 
 async fn reset(State(s): State<Shared>) -> StatusCode {
     if let Ok(mut f) = s.faults.lock() {
         f.clear();
     }
-    if let Ok(mut r) = s.recorded.lock() {
-        r.clear();
-    }
+    s.log.clear();
     StatusCode::NO_CONTENT
 }
 
-/// Applies a `Delay` fault; returns the fault if it is one the caller must still act on.
-pub async fn pre_response(fault: Option<Fault>) -> Option<Fault> {
+/// What a `RejectPrefill` fault says, in every vendor's error body.
+pub const PREFILL_REFUSED: &str = "This model does not support assistant message prefill. The conversation must end with a user message.";
+
+/// Applies the faults that act before any answer: `Delay` waits, `Hang` never returns, `Reset`
+/// is the `Err` response that closes the connection. Returns the fault if the caller must still
+/// act on it.
+pub async fn pre_response(fault: Option<Fault>) -> Result<Option<Fault>, Response> {
     match fault {
         Some(Fault::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            None
+            Ok(None)
         }
-        other => other,
+        Some(Fault::Hang) => {
+            // Dropped by hyper when the client goes away (it watches for EOF mid-message).
+            let never = std::future::pending::<std::convert::Infallible>().await;
+            match never {}
+        }
+        Some(Fault::Reset) => Err(serve::drop_connection()),
+        other => Ok(other),
     }
 }
 
-/// An SSE body of pre-encoded events, with stream faults applied. `malformed` is what a
-/// `MalformedChunk` fault sends.
+/// An SSE body of pre-encoded events, with the stream faults (`SlowFirstToken`, `CutMidStream`,
+/// `Stall`, `MalformedChunk`) applied. A cut ends the body with an error, which hyper turns into
+/// a dropped connection.
 pub fn sse_body(events: Vec<Bytes>, fault: Option<Fault>) -> Response {
     let stream = async_stream::stream! {
         if let Some(Fault::SlowFirstToken { ms }) = &fault {

@@ -25,7 +25,7 @@ use wire::gemini::{
     GenerateContentResponse, ListModelsResponse, ModelInfo, Part, UsageMetadata,
 };
 
-use crate::emulator::{self, Fault, Shared, Vendor};
+use crate::emulator::{self, ErrorSpec, Fault, Matching, Shared, Vendor};
 use crate::reply;
 
 /// What `outputDimensionality` defaults to, as for `text-embedding-004`.
@@ -46,12 +46,22 @@ async fn model_method(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    s.record(
+    let attempt = s.record(
         Vendor::Gemini,
         &format!("/v1beta/models/{rest}"),
         &headers,
         &body,
     );
+    attempt.track(call_model_method(s, rest, q, headers, body).await)
+}
+
+async fn call_model_method(
+    s: Shared,
+    rest: String,
+    q: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(denied) = check_key(&s, &headers, &q) {
         return denied;
     }
@@ -106,19 +116,46 @@ fn error_body(e: &ErrorResponse, headers: &[(&str, String)]) -> Response {
 }
 
 /// A scripted `Status` fault: Google's body, plus `RetryInfo` and `retry-after` when a delay
-/// is given.
-fn fault_response(status: u16, retry_after: Option<u64>, message: Option<String>) -> Response {
-    let message = message.unwrap_or_else(|| default_message(status).to_string());
-    let mut e = ErrorResponse::new(status, message);
-    let mut headers = Vec::new();
-    if let Some(secs) = retry_after {
+/// is given. `error_type` replaces `error.status`; a `code` becomes an `ErrorInfo` reason (and
+/// picks Google's wording when it is a known one).
+fn fault_response(f: &ErrorSpec<'_>) -> Response {
+    let message = f
+        .message
+        .or(f.code.and_then(code_message))
+        .unwrap_or_else(|| default_message(f.status));
+    let mut e = ErrorResponse::new(f.status, message);
+    if let Some(status) = f.error_type {
+        e.error.status = status.to_string();
+    }
+    if let Some(code) = f.code {
+        e.error.details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": code,
+            "domain": "generativelanguage.googleapis.com"
+        }));
+    }
+    if let Some(secs) = f.retry_after {
         e.error.details.push(json!({
             "@type": "type.googleapis.com/google.rpc.RetryInfo",
             "retryDelay": format!("{secs}s")
         }));
-        headers.push(("retry-after", secs.to_string()));
     }
+    let mut headers = Vec::new();
+    f.retry_headers(&mut headers);
     error_body(&e, &headers)
+}
+
+/// Google's wording for what OpenAI names with an error `code`.
+fn code_message(code: &str) -> Option<&'static str> {
+    match code {
+        "context_length_exceeded" => Some(
+            "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576).",
+        ),
+        "content_policy_violation" | "content_filter" => {
+            Some("The request was blocked because it violates the content policy (SAFETY).")
+        }
+        _ => None,
+    }
 }
 
 fn default_message(status: u16) -> &'static str {
@@ -152,14 +189,23 @@ async fn generate(s: &Shared, model: &str, body: &[u8], shape: Shape) -> Respons
             "* GenerateContentRequest.contents: contents is not specified\n",
         );
     }
-    let fault = emulator::pre_response(s.take_fault(Vendor::Gemini, model)).await;
-    if let Some(Fault::Status {
-        status,
-        retry_after,
-        message,
-    }) = &fault
-    {
-        return fault_response(*status, *retry_after, message.clone());
+    let m = Matching {
+        vendor: Vendor::Gemini,
+        model,
+        prefill: req
+            .contents
+            .last()
+            .is_some_and(|c| c.role.as_deref() == Some("model")),
+    };
+    let fault = match emulator::pre_response(s.take_fault(m)).await {
+        Ok(f) => f,
+        Err(reset) => return reset,
+    };
+    if let Some(spec) = fault.as_ref().and_then(Fault::as_status) {
+        return fault_response(&spec);
+    }
+    if fault == Some(Fault::RejectPrefill) {
+        return error(400, emulator::PREFILL_REFUSED);
     }
     let answer = Answer::new(s, &req);
     let usage = (!matches!(fault, Some(Fault::NoUsage))).then(|| answer.usage());
@@ -416,14 +462,17 @@ async fn embed(s: &Shared, model: &str, body: &[u8], batch: bool) -> Response {
             format!("Model {other} in the request does not match the model {path_model}"),
         );
     }
-    let fault = emulator::pre_response(s.take_fault(Vendor::Gemini, model)).await;
-    if let Some(Fault::Status {
-        status,
-        retry_after,
-        message,
-    }) = &fault
-    {
-        return fault_response(*status, *retry_after, message.clone());
+    let m = Matching {
+        vendor: Vendor::Gemini,
+        model,
+        prefill: false,
+    };
+    let fault = match emulator::pre_response(s.take_fault(m)).await {
+        Ok(f) => f,
+        Err(reset) => return reset,
+    };
+    if let Some(spec) = fault.as_ref().and_then(Fault::as_status) {
+        return fault_response(&spec);
     }
     let embeddings: Vec<ContentEmbedding> = requests
         .iter()
@@ -448,8 +497,12 @@ async fn embed(s: &Shared, model: &str, body: &[u8], batch: bool) -> Response {
 }
 
 async fn list_models(State(s): State<Shared>, Query(q): Params, headers: HeaderMap) -> Response {
-    s.record(Vendor::Gemini, "/v1beta/models", &headers, b"");
-    if let Some(denied) = check_key(&s, &headers, &q) {
+    let attempt = s.record(Vendor::Gemini, "/v1beta/models", &headers, b"");
+    attempt.track(models(&s, &q, &headers))
+}
+
+fn models(s: &Shared, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+    if let Some(denied) = check_key(s, headers, q) {
         return denied;
     }
     let chat = ["generateContent", "countTokens", "createCachedContent"];

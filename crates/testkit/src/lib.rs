@@ -9,7 +9,13 @@
 //!   `:embedContent`, `:batchEmbedContents`, `GET /v1beta/models`, with `x-goog-api-key` or `?key=`.
 //!
 //! Answers are deterministic ([`reply`]); faults are scripted through [`emulator::Fault`] — in
-//! process with [`emulator::Emulator::push_fault`], or over HTTP with `POST /_emulator/faults`.
+//! process with [`emulator::Emulator::push_fault`], or over HTTP with `POST /_emulator/faults`:
+//! error statuses in each vendor's own body, delays, hangs, connections closed before a byte,
+//! broken streams, refused prefills, for a number of requests or for a time window.
+//!
+//! Each vendor request is logged ([`emulator::Recorded`], `GET /_emulator/requests`) with when it
+//! arrived and how its answer ended (completed, cancelled by the client, faulted on purpose), so a
+//! test can count and space the attempts a gateway made and see that it let go of abandoned ones.
 
 pub mod anthropic;
 pub mod emulator;
@@ -17,4 +23,4 @@ pub mod gemini;
 pub mod openai;
 pub mod reply;
 
-pub use emulator::{Emulator, EmulatorConfig, Fault, Vendor};
+pub use emulator::{Emulator, EmulatorConfig, Fault, FaultRule, Outcome, Recorded, Vendor};

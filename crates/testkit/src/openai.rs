@@ -10,7 +10,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use wire::openai::{ChatRequest, Content, EmbeddingInput, EmbeddingsRequest, Role, ToolChoice};
 
-use crate::emulator::{Fault, Shared, Vendor, json_response, next_id, pre_response, sse_body};
+use crate::emulator::{
+    ErrorSpec, Fault, Matching, Shared, Vendor, json_response, next_id, pre_response, sse_body,
+};
 use crate::reply;
 
 pub fn routes() -> Router<Shared> {
@@ -97,9 +99,9 @@ fn auth_error() -> Response {
     )
 }
 
-/// The error for a scripted `Status` fault, with the headers OpenAI sends alongside it.
-fn fault_response(status: u16, retry_after: Option<u64>, message: Option<String>) -> Response {
-    let (msg, kind, code) = match status {
+/// The error for a scripted `Status` fault, with the headers OpenAI (or Azure) sends alongside it.
+fn fault_response(vendor: Vendor, f: &ErrorSpec<'_>) -> Response {
+    let (msg, kind, code) = match f.status {
         429 => (
             "Rate limit reached for requests",
             "requests",
@@ -127,29 +129,83 @@ fn fault_response(status: u16, retry_after: Option<u64>, message: Option<String>
             None,
         ),
     };
-    let msg = message.unwrap_or_else(|| msg.to_string());
+    let by_code = f.code.and_then(code_wording);
+    let msg = f
+        .message
+        .or(by_code.map(|w| w.message))
+        .unwrap_or(msg)
+        .to_string();
+    // A message about the context window implies its code, as OpenAI pairs them.
+    let context_len = message_code_is_context(&msg);
+    let code = f
+        .code
+        .or(context_len.then_some("context_length_exceeded"))
+        .or(code);
+    let param = by_code
+        .and_then(|w| w.param)
+        .or(context_len.then_some("messages"));
     let mut headers = vec![("x-request-id", format!("req_{}", next_id()))];
-    if let Some(r) = retry_after {
-        headers.push(("retry-after", r.to_string()));
-    }
-    if status == 429 {
+    f.retry_headers(&mut headers);
+    if f.status == 429 {
         headers.push(("x-ratelimit-limit-requests", "10000".into()));
         headers.push(("x-ratelimit-remaining-requests", "0".into()));
         headers.push((
             "x-ratelimit-reset-requests",
-            format!("{}s", retry_after.unwrap_or(1)),
+            format!("{}s", f.retry_after.unwrap_or(1)),
         ));
     }
-    let context_len = message_code_is_context(&msg);
-    json_response(
-        status,
-        &headers,
-        &json!({"error": {"message": msg, "type": kind, "param": if context_len { Some("messages") } else { None }, "code": if context_len { Some("context_length_exceeded") } else { code }}}),
-    )
+    let mut body = json!({"error": {"message": msg, "type": f.error_type.unwrap_or(kind), "param": param, "code": code}});
+    // Azure says which filter tripped.
+    if vendor == Vendor::Azure && code == Some("content_filter") {
+        body["error"]["status"] = json!(f.status);
+        body["error"]["innererror"] = json!({"code": "ResponsibleAIPolicyViolation",
+            "content_filter_result": {"hate": {"filtered": false, "severity": "safe"},
+                "self_harm": {"filtered": false, "severity": "safe"},
+                "sexual": {"filtered": false, "severity": "safe"},
+                "violence": {"filtered": true, "severity": "high"}}});
+    }
+    json_response(f.status, &headers, &body)
+}
+
+/// OpenAI's (and Azure's) wording for an error `code`.
+#[derive(Clone, Copy)]
+struct Wording {
+    message: &'static str,
+    param: Option<&'static str>,
+}
+
+fn code_wording(code: &str) -> Option<Wording> {
+    let (message, param) = match code {
+        "context_length_exceeded" => (
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in 128001 tokens. Please reduce the length of the messages.",
+            Some("messages"),
+        ),
+        "content_policy_violation" => (
+            "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+            None,
+        ),
+        "content_filter" => (
+            "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry. To learn more about our content filtering policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+            Some("prompt"),
+        ),
+        _ => return None,
+    };
+    Some(Wording { message, param })
 }
 
 fn message_code_is_context(msg: &str) -> bool {
     msg.contains("maximum context length")
+}
+
+/// What a `RejectPrefill` fault answers.
+fn prefill_error() -> Response {
+    error(
+        400,
+        crate::emulator::PREFILL_REFUSED,
+        "invalid_request_error",
+        None,
+        Some("messages"),
+    )
 }
 
 fn ratelimit_headers() -> Vec<(&'static str, String)> {
@@ -174,8 +230,8 @@ async fn openai_chat(
     if !bearer_ok(&s, &headers) {
         return auth_error();
     }
-    s.record(Vendor::Openai, uri.path(), &headers, &body);
-    chat(s, Vendor::Openai, None, body).await
+    let attempt = s.record(Vendor::Openai, uri.path(), &headers, &body);
+    attempt.track(chat(s, Vendor::Openai, None, body).await)
 }
 
 async fn azure_chat(
@@ -189,8 +245,8 @@ async fn azure_chat(
     if let Some(refused) = azure_gate(&s, &headers, &q) {
         return refused;
     }
-    s.record(Vendor::Azure, uri.path(), &headers, &body);
-    chat(s, Vendor::Azure, Some(deployment), body).await
+    let attempt = s.record(Vendor::Azure, uri.path(), &headers, &body);
+    attempt.track(chat(s, Vendor::Azure, Some(deployment), body).await)
 }
 
 async fn chat(s: Shared, vendor: Vendor, deployment: Option<String>, body: Bytes) -> Response {
@@ -227,14 +283,23 @@ async fn chat(s: Shared, vendor: Vendor, deployment: Option<String>, body: Bytes
             Some("messages"),
         );
     }
-    let fault = pre_response(s.take_fault(vendor, &model)).await;
-    if let Some(Fault::Status {
-        status,
-        retry_after,
-        message,
-    }) = fault
-    {
-        return fault_response(status, retry_after, message);
+    let m = Matching {
+        vendor,
+        model: &model,
+        prefill: req
+            .messages
+            .last()
+            .is_some_and(|m| m.role == Role::Assistant),
+    };
+    let fault = match pre_response(s.take_fault(m)).await {
+        Ok(f) => f,
+        Err(reset) => return reset,
+    };
+    if let Some(spec) = fault.as_ref().and_then(Fault::as_status) {
+        return fault_response(vendor, &spec);
+    }
+    if fault == Some(Fault::RejectPrefill) {
+        return prefill_error();
     }
     let no_usage = matches!(fault, Some(Fault::NoUsage));
     let answer = Answer::for_request(&s, &req);
@@ -246,7 +311,7 @@ async fn chat(s: Shared, vendor: Vendor, deployment: Option<String>, body: Bytes
     let id = format!("chatcmpl-emu{}", next_id());
     let created = wire::unix_now();
     if req.is_stream() {
-        let events = stream_events(
+        let mut events = stream_events(
             &id,
             created,
             &model,
@@ -256,6 +321,10 @@ async fn chat(s: Shared, vendor: Vendor, deployment: Option<String>, body: Bytes
             cached,
             no_usage,
         );
+        if fault == Some(Fault::NoDone) {
+            // The last event is `data: [DONE]`.
+            events.pop();
+        }
         return sse_body(events, fault);
     }
     let (message, finish) = match &answer.tool_call {
@@ -444,8 +513,8 @@ async fn openai_embeddings(
     if !bearer_ok(&s, &headers) {
         return auth_error();
     }
-    s.record(Vendor::Openai, uri.path(), &headers, &body);
-    embeddings(s, Vendor::Openai, None, body).await
+    let attempt = s.record(Vendor::Openai, uri.path(), &headers, &body);
+    attempt.track(embeddings(s, Vendor::Openai, None, body).await)
 }
 
 async fn azure_embeddings(
@@ -459,8 +528,8 @@ async fn azure_embeddings(
     if let Some(refused) = azure_gate(&s, &headers, &q) {
         return refused;
     }
-    s.record(Vendor::Azure, uri.path(), &headers, &body);
-    embeddings(s, Vendor::Azure, Some(deployment), body).await
+    let attempt = s.record(Vendor::Azure, uri.path(), &headers, &body);
+    attempt.track(embeddings(s, Vendor::Azure, Some(deployment), body).await)
 }
 
 async fn embeddings(
@@ -482,14 +551,17 @@ async fn embeddings(
         }
     };
     let model = deployment.unwrap_or_else(|| req.model.clone());
-    let fault = pre_response(s.take_fault(vendor, &model)).await;
-    if let Some(Fault::Status {
-        status,
-        retry_after,
-        message,
-    }) = fault
-    {
-        return fault_response(status, retry_after, message);
+    let m = Matching {
+        vendor,
+        model: &model,
+        prefill: false,
+    };
+    let fault = match pre_response(s.take_fault(m)).await {
+        Ok(f) => f,
+        Err(reset) => return reset,
+    };
+    if let Some(spec) = fault.as_ref().and_then(Fault::as_status) {
+        return fault_response(vendor, &spec);
     }
     let texts: Vec<String> = match &req.input {
         EmbeddingInput::One(t) => vec![t.clone()],

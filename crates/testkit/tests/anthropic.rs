@@ -263,6 +263,9 @@ async fn status_fault_answers_with_the_error_body_and_retry_after() {
         status: 429,
         retry_after: Some(7),
         message: None,
+        code: None,
+        error_type: None,
+        retry_after_ms: None,
     });
     let r = post(&em, &http, "test-key", true, &hello(3)).await;
     assert_eq!(r.status().as_u16(), 429);
@@ -273,6 +276,9 @@ async fn status_fault_answers_with_the_error_body_and_retry_after() {
         status: 529,
         retry_after: None,
         message: None,
+        code: None,
+        error_type: None,
+        retry_after_ms: None,
     });
     let r = post(&em, &http, "test-key", true, &hello(3)).await;
     assert_eq!(r.status().as_u16(), 529);

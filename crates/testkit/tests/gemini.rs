@@ -299,10 +299,14 @@ async fn scripted_503_uses_the_gemini_error_body() -> Result<()> {
             status: 503,
             retry_after: Some(7),
             message: None,
+            code: None,
+            error_type: None,
+            retry_after_ms: None,
         },
         model: Some(MODEL.into()),
         vendor: Some(Vendor::Gemini),
         times: 1,
+        for_ms: None,
     });
     let r = call(&em, "generateContent", hello()).await?;
     assert_eq!(r.status, 503);
@@ -319,6 +323,9 @@ async fn scripted_503_uses_the_gemini_error_body() -> Result<()> {
         status: 429,
         retry_after: None,
         message: Some("slow down".into()),
+        code: None,
+        error_type: None,
+        retry_after_ms: None,
     });
     let r = call(&em, "streamGenerateContent?alt=sse", hello()).await?;
     let e = parse_error(&r.body).ok_or(anyhow!("no Gemini error body"))?;
