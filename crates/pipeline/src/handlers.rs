@@ -86,7 +86,7 @@ pub async fn chat_completions(
         let want_usage = chat.include_usage();
         return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }).await;
     }
-    let served = llm::complete(&snap, &*gw.observer, &chat, &ask).await?;
+    let served = llm::complete(&snap, &gw.health, &chat, &ask).await?;
     settle::record(&served, &chat.model, served.value.usage(), true);
     let resp = match &served.value {
         ChatOutput::Raw { body, .. } => json_bytes(body.clone()),
@@ -135,7 +135,7 @@ async fn stream_reply(
     };
     let mut opening: egress::Opening<Served<Opened>> = Box::pin(llm::open_stream(
         snap,
-        gw.observer.clone(),
+        gw.health.clone(),
         Arc::new(chat),
         Arc::new(ask),
     ));
@@ -177,7 +177,7 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
     if chat.is_stream() {
         return stream_reply(&gw, snap, chat, ask, Format::Anthropic).await;
     }
-    let served = llm::complete(&snap, &*gw.observer, &chat, &ask).await?;
+    let served = llm::complete(&snap, &gw.health, &chat, &ask).await?;
     settle::record(&served, &chat.model, served.value.usage(), true);
     let completion = served.value.clone().into_completion(&served.provider)?;
     let out = messages_response_from_chat(&completion, &chat.model);
@@ -197,7 +197,7 @@ pub async fn create_embeddings(
     validate_embeddings(&e)?;
     let ask = Ask::embeddings(&e, &parts.headers)?;
     let snap = gw.snapshot();
-    let mut served = llm::embed(&snap, &*gw.observer, &e, &ask).await?;
+    let mut served = llm::embed(&snap, &gw.health, &e, &ask).await?;
     if e.encoding_format.as_deref() == Some("base64") {
         embeddings::to_base64(&mut served.value);
     }

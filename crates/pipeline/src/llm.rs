@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use futures::StreamExt;
 use providers::{ChatOutput, ChunkStream, ErrorClass, Provider, ProviderError, StreamItem};
-use router::{AttemptRecord, Failure, Needs, Observer, Outcome, Plan, Target};
+use router::{AttemptRecord, Failure, Health, Needs, Outcome, Plan, Target};
 use tokio::time::Instant;
 use wire::openai::{ChatRequest, Content, ContentPart, EmbeddingsRequest, EmbeddingsResponse};
 
@@ -200,11 +200,11 @@ fn failed(model: &str, f: Failure) -> GatewayError {
 
 pub async fn complete(
     snap: &Snapshot,
-    observer: &dyn Observer,
+    health: &Health,
     req: &ChatRequest,
     ask: &Ask,
 ) -> Result<Served<ChatOutput>, GatewayError> {
-    let out = router::execute(&snap.table, observer, &ask.plan(), |t, _deadline, _caps| {
+    let out = router::execute(&snap.table, health, &ask.plan(), |t, _deadline, _caps| {
         let p = provider(snap, &t);
         async move { p?.chat(req, &t.model).await }
     })
@@ -220,23 +220,18 @@ pub type Opened = (StreamItem, ChunkStream);
 /// falling back as for any other failure. The rest of the stream is guarded.
 pub async fn open_stream(
     snap: Arc<Snapshot>,
-    observer: Arc<dyn Observer + Send + Sync>,
+    health: Arc<Health>,
     req: Arc<ChatRequest>,
     ask: Arc<Ask>,
 ) -> Result<Served<Opened>, GatewayError> {
     let policy = snap.table.policy_for(&ask.model).clone();
     let deadline = Instant::now() + policy.timeouts.total();
-    let out = router::execute(
-        &snap.table,
-        &*observer,
-        &ask.plan(),
-        |t, _deadline, _caps| {
-            let p = provider(&snap, &t);
-            let req = &*req;
-            let first_token = policy.timeouts.first_token();
-            async move { open_one(&*p?, req, &t.model, first_token).await }
-        },
-    )
+    let out = router::execute(&snap.table, &health, &ask.plan(), |t, _deadline, _caps| {
+        let p = provider(&snap, &t);
+        let req = &*req;
+        let first_token = policy.timeouts.first_token();
+        async move { open_one(&*p?, req, &t.model, first_token).await }
+    })
     .await
     .map_err(|f| failed(&ask.model, f))?;
     let target = out.target.clone();
@@ -244,7 +239,7 @@ pub async fn open_stream(
     let (first, rest) = served.value;
     let resume = stream::Resume {
         snap,
-        observer,
+        health,
         req,
         ask,
         deadline,
@@ -287,11 +282,11 @@ async fn open_one(
 
 pub async fn embed(
     snap: &Snapshot,
-    observer: &dyn Observer,
+    health: &Health,
     req: &EmbeddingsRequest,
     ask: &Ask,
 ) -> Result<Served<EmbeddingsResponse>, GatewayError> {
-    let out = router::execute(&snap.table, observer, &ask.plan(), |t, _deadline, _caps| {
+    let out = router::execute(&snap.table, health, &ask.plan(), |t, _deadline, _caps| {
         let p = provider(snap, &t);
         let mut r = req.clone();
         r.model = t.model;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use providers::{Provider, ProviderSpec};
-use router::{Observer, ProviderEntry, Route, RoutingTable};
+use router::{Health, ProviderEntry, Route, RoutingTable};
 
 /// Everything a request reads of the configuration.
 #[derive(Debug, Default)]
@@ -61,24 +61,21 @@ impl Default for Limits {
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub limits: Limits,
-    /// Health and circuit breakers: outlive configuration swaps.
-    pub observer: Arc<dyn Observer + Send + Sync>,
+    /// Health and circuit breakers per target: outlive configuration swaps.
+    pub health: Arc<Health>,
     ready: AtomicBool,
 }
 
 impl Gateway {
     pub fn new(limits: Limits) -> Arc<Gateway> {
-        Self::with_observer(limits, Arc::new(()))
+        Self::with_health(limits, Arc::new(Health::default()))
     }
 
-    pub fn with_observer(
-        limits: Limits,
-        observer: Arc<dyn Observer + Send + Sync>,
-    ) -> Arc<Gateway> {
+    pub fn with_health(limits: Limits, health: Arc<Health>) -> Arc<Gateway> {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             limits,
-            observer,
+            health,
             ready: AtomicBool::new(false),
         })
     }

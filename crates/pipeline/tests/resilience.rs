@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use pipeline::{Gateway, Limits, Snapshot};
 use providers::ProviderSpec;
-use router::{Capabilities, Fallbacks, Observer, Route, Target};
+use router::{Capabilities, CircuitPolicy, Fallbacks, Health, Route, Target};
 use serde_json::{Value, json};
 use testkit::Emulator;
 use testkit::emulator::{Fault, FaultRule, Outcome, Recorded};
@@ -49,7 +49,7 @@ fn any(names: &[&str]) -> Fallbacks {
 struct Setup {
     routes: Vec<Route>,
     keepalive: Duration,
-    observer: Arc<dyn Observer + Send + Sync>,
+    health: Arc<Health>,
 }
 
 impl Setup {
@@ -57,7 +57,7 @@ impl Setup {
         Setup {
             routes,
             keepalive: Duration::from_secs(30),
-            observer: Arc::new(()),
+            health: Arc::new(Health::default()),
         }
     }
 }
@@ -76,12 +76,12 @@ async fn start(setup: Setup) -> Env {
         spec("short", "openai", format!("{e}/v1"), Duration::from_secs(1)),
     ];
     let http = providers::http::client().unwrap_or_else(|e| panic!("{e}"));
-    let gw = Gateway::with_observer(
+    let gw = Gateway::with_health(
         Limits {
             sse_keepalive: setup.keepalive,
             ..Default::default()
         },
-        setup.observer,
+        setup.health,
     );
     gw.swap(Snapshot::build(specs, setup.routes, &http));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -383,6 +383,66 @@ async fn no_response_at_all_times_out_and_falls_back() {
     // The hung upstream request was abandoned, not left running.
     let first = env.emu.wait_for_outcome(0, Duration::from_secs(1)).await;
     assert_eq!(first.map(|r| r.outcome), Some(Outcome::Cancelled));
+}
+
+#[tokio::test]
+async fn a_primary_down_for_a_while_is_cut_off_then_gets_traffic_back_soon_after_recovery() {
+    // The default policy (10 s open, probes, back within 30 s of recovery) is shown with
+    // paused time in router::health; here the same path runs over HTTP on a shorter clock.
+    let health = Arc::new(Health::new(CircuitPolicy {
+        consecutive_failures: 3,
+        open_for: Duration::from_millis(200),
+        max_open_for: Duration::from_millis(400),
+        ..Default::default()
+    }));
+    let mut setup = Setup::new(vec![
+        with_fallbacks(route("m", "openai", "gpt-4o"), any(&["b"])),
+        route("b", "claude", "claude-sonnet-4-5"),
+    ]);
+    setup.health = health.clone();
+    let env = start(setup).await;
+    let down = Duration::from_millis(1_500);
+    env.emu.push_fault(FaultRule {
+        fault: status(503, None),
+        model: Some("gpt-4o".into()),
+        vendor: None,
+        times: 1,
+        for_ms: Some(down.as_millis() as u64),
+    });
+    let start = Instant::now();
+    let mut back_at = None;
+    while start.elapsed() < Duration::from_millis(3_000) {
+        let r = env.post(chat("m")).await;
+        assert_eq!(r.status(), 200, "the consumer never sees the outage");
+        let served_by = header(&r, "x-gateway-provider");
+        if start.elapsed() > down && served_by.as_deref() == Some("openai") && back_at.is_none() {
+            back_at = Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let back_at = back_at.unwrap_or_else(|| panic!("traffic never returned to the primary"));
+    assert!(
+        back_at < down + Duration::from_millis(800),
+        "back after {back_at:?}"
+    );
+    // While down, the open circuit kept the primary from being hammered: the requests that
+    // reached it are the first failures and the half-open probes, not one per request.
+    let during: Vec<_> = env
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.at_ms < down.as_millis() as u64 && upstream_model(r) == "gpt-4o")
+        .collect();
+    let total = env.emu.requests().len();
+    assert!(
+        during.len() <= 12,
+        "{} primary attempts while down",
+        during.len()
+    );
+    assert!(total > 40, "only {total} requests were made");
+    let report = health.report(tokio::time::Instant::now());
+    let primary = report.iter().find(|r| r.model == "gpt-4o");
+    assert!(primary.is_some_and(|p| p.errors >= 3), "{report:?}");
 }
 
 // --- refusals --------------------------------------------------------------------------------

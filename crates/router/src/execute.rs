@@ -5,15 +5,17 @@
 //! included, ends at the route's total deadline. Fallback targets that cannot serve the request
 //! (capabilities) or whose circuit is open are skipped without a call.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
 
 use providers::{ErrorClass, ProviderError};
+use rand::Rng;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::balance;
 use crate::caps::{Capabilities, Needs};
+use crate::health::{Admission, Health};
 use crate::policy::Policy;
 use crate::table::{Resolved, RouteError, RoutingTable, Target};
 
@@ -45,19 +47,6 @@ impl<'a> Plan<'a> {
         }
     }
 }
-
-/// Health bookkeeping the loop reports to: circuit breakers gate targets, every attempt is
-/// recorded. `()` observes nothing.
-pub trait Observer: Sync {
-    /// Whether the target may be called now (false: its circuit is open).
-    fn admit(&self, _target: &Target) -> bool {
-        true
-    }
-    /// One finished attempt; `class` is `None` on success.
-    fn record(&self, _target: &Target, _latency: Duration, _class: Option<ErrorClass>) {}
-}
-
-impl Observer for () {}
 
 /// Why an attempt was made (or a target skipped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,7 +123,7 @@ pub struct Failure {
 /// the target's model's, from the catalogue.
 pub async fn execute<T, F, Fut>(
     table: &RoutingTable,
-    observer: &dyn Observer,
+    health: &Health,
     plan: &Plan<'_>,
     mut call: F,
 ) -> Result<Outcome<T>, Failure>
@@ -165,11 +154,11 @@ where
     };
     let route_name = primary.route.map_or(plan.model, |r| r.name.as_str());
 
-    for target in &primary.targets {
+    for target in ordered(&primary, health).targets(&primary.targets) {
         let step = walk
             .visit(
                 &mut call,
-                observer,
+                health,
                 target,
                 (route_name, primary.caps),
                 Why::Primary,
@@ -212,7 +201,7 @@ where
             continue;
         };
         let next_name = next.route.map_or(name.as_str(), |r| r.name.as_str());
-        for target in &next.targets {
+        for target in ordered(&next, health).targets(&next.targets) {
             if walk.stopped() || walk.hops >= walk.policy.hops() {
                 break;
             }
@@ -223,7 +212,7 @@ where
             let step = walk
                 .visit(
                     &mut call,
-                    observer,
+                    health,
                     target,
                     (next_name, next.caps),
                     Why::Fallback,
@@ -261,6 +250,18 @@ fn consumer_list_applies(c: ErrorClass) -> bool {
 
 fn unfit(r: &Resolved<'_>, needs: &Needs) -> Option<&'static str> {
     r.caps.unfit(needs)
+}
+
+/// The route's targets in the order its strategy picks (open circuits last).
+fn ordered(r: &Resolved<'_>, health: &Health) -> balance::Order {
+    let strategy = r.route.map(|r| r.strategy).unwrap_or_default();
+    balance::order(
+        strategy,
+        &r.targets,
+        health,
+        Instant::now(),
+        &mut rand::thread_rng(),
+    )
 }
 
 enum Step<T> {
@@ -312,7 +313,7 @@ impl Walk<'_> {
     async fn visit<T, F, Fut>(
         &mut self,
         call: &mut F,
-        observer: &dyn Observer,
+        health: &Health,
         target: &Target,
         (route, caps): (&str, &Capabilities),
         first_why: Why,
@@ -325,7 +326,9 @@ impl Walk<'_> {
         if self.tried.iter().any(|t| t.same(target)) || self.hops >= self.policy.hops() {
             return Step::Skipped;
         }
-        if !observer.admit(target) {
+        // Held until the attempts are recorded: a half-open probe slot is freed on drop.
+        let admission = health.admit(target, Instant::now());
+        if let Admission::Reject { .. } = admission {
             self.skip(target, route, Why::CircuitOpen, "circuit open");
             if self.last.is_none() {
                 self.last = Some(ProviderError::new(
@@ -366,17 +369,19 @@ impl Walk<'_> {
             let latency = started.elapsed();
             match result {
                 Ok(v) => {
-                    observer.record(target, latency, None);
+                    health.record(target, latency, None, Instant::now());
+                    drop(admission);
                     self.attempts
                         .push(record(target, route, why, after, None, latency));
                     return Step::Served(v);
                 }
                 Err(e) => {
-                    observer.record(target, latency, Some(e.class));
+                    health.record(target, latency, Some(e.class), Instant::now());
                     self.attempts
                         .push(record(target, route, why, after, Some(&e), latency));
                     self.first_failure.get_or_insert(e.class);
-                    let wait = self.policy.retry.next_delay(&e, made, jitter());
+                    let jitter = rand::thread_rng().r#gen::<f64>();
+                    let wait = self.policy.retry.next_delay(&e, made, jitter);
                     after = Some(e.class);
                     self.last = Some(e);
                     let Some(wait) = wait else {
@@ -411,29 +416,6 @@ fn record(
         error: err.map(|e| e.class.as_str()),
         latency_ms: latency.as_secs_f64() * 1e3,
     }
-}
-
-/// Uniform in [0, 1): xorshift per thread, seeded from the clock. Jitter needs spread, not
-/// unpredictability.
-fn jitter() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(seed());
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
-}
-
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    (t ^ 0x9E37_79B9_7F4A_7C15) | 1
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub mod table;
 
 pub use balance::{Order, Strategy, order};
 pub use caps::{Capabilities, Needs};
-pub use execute::{Attempt, AttemptRecord, Failure, Observer, Outcome, Plan, Why, execute};
+pub use execute::{Attempt, AttemptRecord, Failure, Outcome, Plan, Why, execute};
 pub use fallback::Fallbacks;
 pub use health::{
     Admission, CircuitPolicy, CircuitState, Health, PolicyError, ProbeGuard, TargetReport,

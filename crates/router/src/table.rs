@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use providers::ProviderKind;
 use serde::{Deserialize, Serialize};
 
+use crate::balance::Strategy;
 use crate::caps::Capabilities;
 use crate::fallback::Fallbacks;
 use crate::policy::Policy;
@@ -51,6 +52,8 @@ pub struct Route {
     pub fallbacks: Fallbacks,
     pub caps: Capabilities,
     pub policy: Policy,
+    /// How the targets are ordered per request.
+    pub strategy: Strategy,
 }
 
 impl Route {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use providers::{ChunkStream, ErrorClass, ProviderError, StreamItem};
-use router::{Observer, Plan, Target};
+use router::{Health, Plan, Target};
 use tokio::time::Instant;
 use wire::openai::{ChatRequest, Message, Role};
 
@@ -20,7 +20,7 @@ use crate::state::Snapshot;
 /// What a continuation needs to know of its request.
 pub struct Resume {
     pub snap: Arc<Snapshot>,
-    pub observer: Arc<dyn Observer + Send + Sync>,
+    pub health: Arc<Health>,
     pub req: Arc<ChatRequest>,
     pub ask: Arc<Ask>,
     pub deadline: Instant,
@@ -92,7 +92,7 @@ pub fn guard(target: Target, first: &StreamItem, rest: ChunkStream, r: Resume) -
             if progress.finished && err.class == ErrorClass::StreamBroken {
                 return;
             }
-            r.observer.record(&target, Duration::ZERO, Some(err.class));
+            r.health.record(&target, Duration::ZERO, Some(err.class), Instant::now());
             tracing::warn!(provider = %target.provider, model = %target.model, error = %err.message, "stream broke mid-answer");
             broken.push(target.clone());
             if progress.unresumable || broken.len() > MAX_RESUMES || Instant::now() >= r.deadline {
@@ -131,7 +131,7 @@ async fn resume(
         deadline: Some(r.deadline),
         ..Plan::new(&r.ask.model)
     };
-    let out = router::execute(&r.snap.table, &*r.observer, &plan, |t, _deadline, caps| {
+    let out = router::execute(&r.snap.table, &r.health, &plan, |t, _deadline, caps| {
         let p = provider(&r.snap, &t);
         let req = continuation(&r.req, text, caps.accepts_prefill());
         let first_token = r.first_token;

@@ -7,6 +7,7 @@ use providers::ProviderKind;
 use super::*;
 use crate::caps::Capabilities;
 use crate::fallback::Fallbacks;
+use crate::health::Health;
 use crate::policy::Timeouts;
 use crate::retry::RetryPolicy;
 use crate::table::{ProviderEntry, Route};
@@ -72,7 +73,7 @@ async fn run_with(
     extra: &[String],
     needs: Needs,
     script: Script,
-    observer: &dyn Observer,
+    health: &Health,
 ) -> (Result<Outcome<String>, Failure>, Calls) {
     let calls = Calls {
         at: Mutex::new(Vec::new()),
@@ -83,7 +84,7 @@ async fn run_with(
         extra_fallbacks: extra,
         ..Plan::new(model)
     };
-    let r = execute(t, observer, &plan, |target: Target, _deadline, _caps| {
+    let r = execute(t, health, &plan, |target: Target, _deadline, _caps| {
         let n = {
             let mut c = counts.lock().unwrap();
             let n = c.entry(target.provider.clone()).or_default();
@@ -119,7 +120,15 @@ async fn run_with(
 }
 
 async fn run(t: &RoutingTable, script: Script) -> (Result<Outcome<String>, Failure>, Calls) {
-    run_with(t, "smart", &[], Needs::default(), script, &()).await
+    run_with(
+        t,
+        "smart",
+        &[],
+        Needs::default(),
+        script,
+        &Health::default(),
+    )
+    .await
 }
 
 fn fail(class: ErrorClass) -> Vec<Result<(), (ErrorClass, Option<u64>)>> {
@@ -222,7 +231,15 @@ async fn the_consumer_header_list_comes_after_the_route_chain() {
         ("b", fail(ErrorClass::Timeout)),
     ]);
     let extra = vec!["local".to_string()];
-    let (r, calls) = run_with(&t, "smart", &extra, Needs::default(), script, &()).await;
+    let (r, calls) = run_with(
+        &t,
+        "smart",
+        &extra,
+        Needs::default(),
+        script,
+        &Health::default(),
+    )
+    .await;
     assert_eq!(served(&r), Some("d"));
     assert_eq!(calls.names(), ["a", "b", "d"]);
 }
@@ -260,7 +277,7 @@ async fn a_fallback_that_cannot_serve_the_request_is_skipped() {
         &[],
         needs,
         Script::from([("a", fail(ErrorClass::Timeout))]),
-        &(),
+        &Health::default(),
     )
     .await;
     assert_eq!(served(&r), Some("d"));
@@ -275,12 +292,19 @@ async fn a_fallback_that_cannot_serve_the_request_is_skipped() {
     assert_eq!(unfit, ["b", "c"]);
 }
 
-struct OpenCircuit(&'static str);
-
-impl Observer for OpenCircuit {
-    fn admit(&self, t: &Target) -> bool {
-        t.provider != self.0
+/// A health whose circuit for `provider`'s `smart-up` has opened.
+fn open_circuit(provider: &str) -> Health {
+    let h = Health::default();
+    let t = Target::new(provider, "smart-up");
+    for _ in 0..10 {
+        h.record(
+            &t,
+            Duration::from_millis(5),
+            Some(ErrorClass::Server),
+            Instant::now(),
+        );
     }
+    h
 }
 
 #[tokio::test(start_paused = true)]
@@ -295,7 +319,7 @@ async fn an_open_circuit_sends_traffic_to_the_fallback_without_a_call() {
         &[],
         Needs::default(),
         Script::new(),
-        &OpenCircuit("a"),
+        &open_circuit("a"),
     )
     .await;
     assert_eq!(served(&r), Some("b"));
@@ -348,10 +372,11 @@ async fn a_call_that_never_answers_ends_at_the_deadline() {
     let t = table(vec![smart]);
     let plan = Plan::new("smart");
     let start = Instant::now();
-    let r: Result<Outcome<()>, Failure> = execute(&t, &(), &plan, |_t, _d, _c| async {
-        std::future::pending::<Result<(), ProviderError>>().await
-    })
-    .await;
+    let r: Result<Outcome<()>, Failure> =
+        execute(&t, &Health::default(), &plan, |_t, _d, _c| async {
+            std::future::pending::<Result<(), ProviderError>>().await
+        })
+        .await;
     assert_eq!(start.elapsed(), Duration::from_millis(2_000));
     let f = r.err().map(|f| f.error.to_string()).unwrap_or_default();
     assert!(f.contains("deadline"), "{f}");
@@ -387,7 +412,7 @@ async fn fallback_cycles_visit_each_target_once() {
             ("a", fail(ErrorClass::Timeout)),
             ("b", fail(ErrorClass::Timeout)),
         ]),
-        &(),
+        &Health::default(),
     )
     .await;
     assert!(r.is_err());
@@ -472,7 +497,7 @@ proptest! {
         let seen: Mutex<Vec<Target>> = Mutex::new(Vec::new());
         let n = Mutex::new(0usize);
         let plan = Plan { extra_fallbacks: &extra, ..Plan::new("m0") };
-        let r: Result<Outcome<()>, Failure> = rt.block_on(execute(&t, &(), &plan, |target, _, _| {
+        let r: Result<Outcome<()>, Failure> = rt.block_on(execute(&t, &Health::default(), &plan, |target, _, _| {
             let i = { let mut n = n.lock().unwrap(); *n += 1; *n - 1 };
             seen.lock().unwrap().push(target.clone());
             let class = failures.get(i).copied();
