@@ -4,6 +4,9 @@
 //! - [`table`]: the routing table built from providers and model aliases; [`table::RoutingTable::resolve`]
 //!   applies, in order: an alias, `provider/model`, the default name patterns, then the
 //!   highest-priority provider that lists the model.
+//! - [`rules`]: per-model routing rules (tokens, tools, JSON output, plan, metadata header, time
+//!   window, monthly spend); [`rules::first_match`] picks the rule that redirects a request
+//!   before its targets are tried.
 //! - [`balance`]: orders a route's targets by [`Strategy`] (priority, weighted, latency),
 //!   open circuits last.
 //! - [`health`]: per-target rolling statistics, latency estimate and circuit breaker;
@@ -20,6 +23,7 @@ pub mod fallback;
 pub mod health;
 pub mod policy;
 pub mod retry;
+pub mod rules;
 pub mod table;
 
 pub use balance::{Order, Strategy, order};
@@ -31,4 +35,8 @@ pub use health::{
 };
 pub use policy::{Policy, Timeouts};
 pub use retry::RetryPolicy;
+pub use rules::{
+    Action, Bounds, Day, Match, MetadataMatch, Rule, RuleContext, RuleError, TimeWindow,
+    TimeWindowSpec, first_match,
+};
 pub use table::{ProviderEntry, Resolved, Route, RouteError, RoutingTable, Target};
