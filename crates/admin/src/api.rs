@@ -1,5 +1,6 @@
-//! The admin REST API: providers and models (create, read, update, delete), provider health,
-//! the audit log. Every change is validated, stored, audited, then the data plane reloads.
+//! The admin REST API: providers and models (create, read, update, delete), provider health
+//! (live probes and the router's per-target traffic health), router settings, the audit log.
+//! Every change is validated, stored, audited, then the data plane reloads.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::{AuditInput, ProviderView, Store};
 
-use crate::catalog::{ModelDef, ProviderDef, snapshot_from_store};
+use crate::catalog::{ModelDef, ProviderDef, RouterSettings, snapshot_from_store};
 use crate::error::AdminError;
 
 pub struct AdminState {
@@ -46,8 +47,17 @@ async fn audit(s: &AdminState, action: &str, target: &str, detail: Value) {
     }
 }
 
+/// Parses a request body; the error names the field (`strategy: unknown variant …`).
 fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, AdminError> {
-    serde_json::from_slice(raw).map_err(|e| AdminError::BadBody(format!("invalid body: {e}")))
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match path.as_str() {
+            "." | "" => AdminError::BadBody(format!("invalid body: {inner}")),
+            _ => AdminError::BadBody(format!("invalid body: {path}: {inner}")),
+        }
+    })
 }
 
 pub async fn list_providers(
@@ -174,6 +184,28 @@ pub async fn all_health(State(s): State<Shared>) -> Result<Json<Vec<Health>>, Ad
     let checks = names.iter().map(|n| check(&s, n));
     let results = futures::future::join_all(checks).await;
     Ok(Json(results.into_iter().collect::<Result<Vec<_>, _>>()?))
+}
+
+/// `GET /admin/health/targets`: every target's last minute as the router saw it (requests,
+/// errors, throttling, p50/p95 latency, circuit state).
+pub async fn target_health(State(s): State<Shared>) -> Json<Vec<router::TargetReport>> {
+    Json(s.gateway.health.report(tokio::time::Instant::now()))
+}
+
+pub async fn get_router(State(s): State<Shared>) -> Result<Json<RouterSettings>, AdminError> {
+    Ok(Json(RouterSettings::load(&s.store).await?))
+}
+
+pub async fn put_router(
+    State(s): State<Shared>,
+    raw: axum::body::Bytes,
+) -> Result<Json<RouterSettings>, AdminError> {
+    let settings: RouterSettings = body(&raw)?;
+    settings.check("router")?;
+    settings.save(&s.store).await?;
+    audit(&s, "router.update", "router", Value::Null).await;
+    reload(&s).await?;
+    Ok(Json(settings))
 }
 
 async fn provider_names(s: &AdminState) -> Result<HashSet<String>, AdminError> {

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use pipeline::Snapshot;
 use providers::{ProviderSpec, SpecError};
-use router::{Capabilities, Fallbacks, Policy, RetryPolicy, Route, Target, Timeouts};
+use router::{
+    Capabilities, CircuitPolicy, Fallbacks, Policy, RetryPolicy, Route, Rule, Strategy, Target,
+    Timeouts,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::{ModelInput, ModelRecord, ProviderInput, ProviderRecord, Store};
@@ -69,8 +72,63 @@ pub struct ModelDef {
     pub max_hops: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// How targets are ordered: `priority` (default), `weighted`, `latency`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub strategy: Strategy,
+    /// Routing rules, first match wins; no match → `targets`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,
+}
+
+/// Router-wide settings (admin API `/admin/router`, YAML `router:`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    /// When a target's circuit opens and how it recovers.
+    #[serde(default)]
+    pub circuit: CircuitPolicy,
+    /// Spend so far this month against the monthly budget, in percent, for routing rules'
+    /// `monthly_spend_pct` (set by hand until budgets exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_spend_pct: Option<f64>,
+}
+
+/// The settings key that holds [`RouterSettings`].
+const ROUTER_SETTINGS: &str = "router";
+
+impl RouterSettings {
+    pub fn check(&self, path: &str) -> Result<(), DefError> {
+        self.circuit
+            .validate()
+            .map_err(|e| DefError::new(format!("{path}.circuit.{}", e.field), e.reason))?;
+        if let Some(p) = self.monthly_spend_pct
+            && !(p.is_finite() && p >= 0.0)
+        {
+            return Err(DefError::new(
+                format!("{path}.monthly_spend_pct"),
+                "must be a number ≥ 0",
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn load(store: &Store) -> Result<RouterSettings, CatalogError> {
+        match store.get_setting(ROUTER_SETTINGS).await? {
+            None => Ok(RouterSettings::default()),
+            Some(raw) => serde_json::from_str(&raw).map_err(|e| {
+                CatalogError::Invalid(DefError::new("router", format!("stored settings: {e}")))
+            }),
+        }
+    }
+
+    pub async fn save(&self, store: &Store) -> Result<(), CatalogError> {
+        let raw = serde_json::to_string(self)
+            .map_err(|e| CatalogError::Invalid(DefError::new("router", e.to_string())))?;
+        store.set_setting(ROUTER_SETTINGS, &raw).await?;
+        Ok(())
+    }
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -221,6 +279,8 @@ impl ModelDef {
         self.policy()
             .validate()
             .map_err(|e| DefError::new(path.to_string(), e))?;
+        router::rules::validate(&self.rules)
+            .map_err(|e| DefError::new(format!("{path}.{}", e.path), e.message))?;
         Ok(())
     }
 
@@ -244,6 +304,8 @@ impl ModelDef {
             fallbacks: self.fallbacks,
             caps,
             policy,
+            strategy: self.strategy,
+            rules: self.rules,
         }
     }
 
@@ -257,6 +319,8 @@ impl ModelDef {
             "retry": self.retry,
             "max_hops": self.max_hops,
             "timeouts": self.timeouts,
+            "strategy": self.strategy,
+            "rules": self.rules,
             "pricing": self.pricing,
         });
         input
@@ -282,6 +346,12 @@ impl ModelDef {
             retry: serde_json::from_value(opt("retry")).map_err(|e| bad("retry", e))?,
             max_hops: serde_json::from_value(opt("max_hops")).map_err(|e| bad("max_hops", e))?,
             timeouts: serde_json::from_value(opt("timeouts")).map_err(|e| bad("timeouts", e))?,
+            strategy: serde_json::from_value::<Option<Strategy>>(opt("strategy"))
+                .map_err(|e| bad("strategy", e))?
+                .unwrap_or_default(),
+            rules: serde_json::from_value::<Option<Vec<Rule>>>(opt("rules"))
+                .map_err(|e| bad("rules", e))?
+                .unwrap_or_default(),
             pricing: r
                 .options
                 .get("pricing")
@@ -317,5 +387,9 @@ pub async fn snapshot_from_store(
         .iter()
         .map(|r| ModelDef::from_record(r).map(ModelDef::route))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Snapshot::build(specs, routes, http))
+    let settings = RouterSettings::load(store).await?;
+    let mut snap = Snapshot::build(specs, routes, http);
+    snap.monthly_spend_pct = settings.monthly_spend_pct;
+    snap.circuit = settings.circuit;
+    Ok(snap)
 }

@@ -39,6 +39,8 @@ pub fn app(state: Arc<AdminState>) -> Router {
         )
         .route("/admin/providers/{name}/health", get(provider_health))
         .route("/admin/health/providers", get(all_health))
+        .route("/admin/health/targets", get(target_health))
+        .route("/admin/router", get(get_router).put(put_router))
         .route("/admin/models", get(list_models).post(create_model))
         .route(
             "/admin/models/{name}",

@@ -70,6 +70,8 @@ async fn every_admin_route_needs_the_token() {
         "/admin/models",
         "/admin/audit",
         "/admin/health/providers",
+        "/admin/health/targets",
+        "/admin/router",
     ] {
         assert_eq!(
             call(&s, "GET", path, None, None).await.0,
@@ -253,4 +255,98 @@ fn the_openapi_document_describes_every_route() {
             "{p} documented but not routed"
         );
     }
+}
+
+async fn with_provider(s: &Arc<AdminState>) {
+    let p = json!({"name": "oai", "kind": "openai", "api_key": "sk-test-123"});
+    let (st, _, text) = call(s, "POST", "/admin/providers", Some(p), Some(TOKEN)).await;
+    assert!(st.is_success(), "{text}");
+}
+
+#[tokio::test]
+async fn a_model_keeps_its_strategy_rules_and_resilience_settings() {
+    let (s, _d) = state().await;
+    with_provider(&s).await;
+    let m = json!({
+        "name": "smart",
+        "targets": [{"provider": "oai", "model": "gpt-4o"}, {"provider": "oai", "model": "gpt-4.1", "weight": 3}],
+        "fallbacks": {"429": ["cheap"], "5xx": ["cheap"]},
+        "strategy": "latency",
+        "capabilities": {"tools": true, "prefill": false, "context_window": 128000},
+        "retry": {"attempts": 3, "backoff_ms": 100, "max_backoff_ms": 1000, "max_retry_after_ms": 3000},
+        "max_hops": 3,
+        "timeouts": {"first_token_ms": 5000},
+        "rules": [{"name": "night", "when": {"time": {"from": "22:00", "to": "06:00", "tz": "Europe/Berlin"}}, "then": {"model": "cheap"}}]
+    });
+    let (st, _, text) = call(&s, "POST", "/admin/models", Some(m), Some(TOKEN)).await;
+    assert!(st.is_success(), "{text}");
+    let (_, got, _) = call(&s, "GET", "/admin/models/smart", None, Some(TOKEN)).await;
+    assert_eq!(got["strategy"], "latency");
+    assert_eq!(got["fallbacks"]["rate_limited"][0], "cheap");
+    assert_eq!(got["retry"]["attempts"], 3);
+    assert_eq!(got["timeouts"]["first_token_ms"], 5000);
+    assert_eq!(got["timeouts"]["total_ms"], 600000);
+    assert_eq!(got["rules"][0]["when"]["time"]["tz"], "Europe/Berlin");
+    let snap = s.gateway.snapshot();
+    let route = snap
+        .table
+        .route("smart")
+        .unwrap_or_else(|| panic!("no route"));
+    assert_eq!(route.strategy, router::Strategy::Latency);
+    assert_eq!(route.policy.max_hops, 3);
+    assert_eq!(route.caps.context_window, Some(128000));
+    assert_eq!(route.rules.len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_rules_and_policies_are_refused_with_the_field() {
+    let (s, _d) = state().await;
+    with_provider(&s).await;
+    let base = |extra: Value| {
+        let mut m = json!({"name": "m", "targets": [{"provider": "oai", "model": "gpt-4o"}]});
+        if let (Some(o), Some(e)) = (m.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        m
+    };
+    for (extra, field) in [
+        (
+            json!({"rules": [{"when": {"time": {"from": "22:00", "to": "06:00", "tz": "Mars/Olympus"}}, "then": {"model": "x"}}]}),
+            "rules[0].when.time.tz",
+        ),
+        (json!({"retry": {"attempts": 0}}), "retry"),
+        (json!({"max_hops": 99}), "max_hops"),
+        (json!({"strategy": "random"}), "strategy"),
+    ] {
+        let (st, v, text) = call(&s, "POST", "/admin/models", Some(base(extra)), Some(TOKEN)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
+        let msg = v["error"]["message"].as_str().unwrap_or(&text).to_string();
+        assert!(msg.contains(field), "{field}: {msg}");
+    }
+    let (_, models, _) = call(&s, "GET", "/admin/models", None, Some(TOKEN)).await;
+    assert_eq!(
+        models.as_array().map(Vec::len),
+        Some(0),
+        "nothing half-written"
+    );
+}
+
+#[tokio::test]
+async fn router_settings_are_validated_stored_and_applied() {
+    let (s, _d) = state().await;
+    let (_, v, _) = call(&s, "GET", "/admin/router", None, Some(TOKEN)).await;
+    assert_eq!(v["circuit"]["open_for"], "10s");
+    let bad = json!({"circuit": {"failure_rate": 2.0}});
+    let (st, _, text) = call(&s, "PUT", "/admin/router", Some(bad), Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("failure_rate"), "{text}");
+    let good = json!({"circuit": {"open_for": "2s", "consecutive_failures": 3}, "monthly_spend_pct": 85.5});
+    let (st, _, text) = call(&s, "PUT", "/admin/router", Some(good), Some(TOKEN)).await;
+    assert!(st.is_success(), "{text}");
+    assert_eq!(s.gateway.health.policy().consecutive_failures, 3);
+    assert_eq!(s.gateway.snapshot().monthly_spend_pct, Some(85.5));
+    let (_, v, _) = call(&s, "GET", "/admin/router", None, Some(TOKEN)).await;
+    assert_eq!(v["circuit"]["open_for"], "2s");
+    let (_, targets, _) = call(&s, "GET", "/admin/health/targets", None, Some(TOKEN)).await;
+    assert_eq!(targets, json!([]));
 }

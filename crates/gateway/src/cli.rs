@@ -136,6 +136,38 @@ pub fn print_health(v: &Value) -> bool {
     all_ok
 }
 
+/// The router's view of each target over the last minute.
+pub fn print_target_health(v: &Value) {
+    let rows = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    if rows.is_empty() {
+        println!("\nno traffic in the last minute");
+        return;
+    }
+    println!(
+        "\n{:<32} {:<10} {:>6} {:>6} {:>6} {:>9} {:>9}",
+        "target (last minute)", "circuit", "reqs", "errors", "429s", "p50 ms", "p95 ms"
+    );
+    for r in rows {
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let ms = |k: &str| {
+            r.get(k)
+                .and_then(Value::as_f64)
+                .map_or("-".to_string(), |v| format!("{v:.1}"))
+        };
+        println!(
+            "{:<32} {:<10} {:>6} {:>6} {:>6} {:>9} {:>9}",
+            format!("{}/{}", s("provider"), s("model")),
+            s("state"),
+            n("requests"),
+            n("errors"),
+            n("throttled"),
+            ms("p50_ms"),
+            ms("p95_ms"),
+        );
+    }
+}
+
 pub fn model_body(name: &str, targets: &[String], fallbacks: &[String]) -> anyhow::Result<Value> {
     let targets = targets
         .iter()

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use admin::catalog::{ModelDef, ProviderDef};
+use admin::catalog::{ModelDef, ProviderDef, RouterSettings};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -15,6 +15,9 @@ pub struct ConfigFile {
     pub providers: Vec<ProviderDef>,
     #[serde(default)]
     pub models: Vec<ModelDef>,
+    /// Circuit breaker policy and the spend figure routing rules read.
+    #[serde(default)]
+    pub router: Option<RouterSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,9 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
             ));
         }
         names.insert(p.name.clone());
+    }
+    if let Some(r) = &cfg.router {
+        r.check("router").map_err(|e| (e.path, e.message))?;
     }
     let mut models = HashSet::new();
     for (i, m) in cfg.models.iter().enumerate() {

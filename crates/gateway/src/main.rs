@@ -197,11 +197,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
                 }
                 ProviderCmd::List => cli::print_providers(&c.get("/admin/providers").await?),
                 ProviderCmd::Health { name } => {
-                    let v = match name {
+                    let v = match &name {
                         Some(n) => c.get(&format!("/admin/providers/{n}/health")).await?,
                         None => c.get("/admin/health/providers").await?,
                     };
-                    if !cli::print_health(&v) {
+                    let probes_ok = cli::print_health(&v);
+                    let targets = c.get("/admin/health/targets").await?;
+                    let targets = match &name {
+                        Some(n) => filter_provider(targets, n),
+                        None => targets,
+                    };
+                    cli::print_target_health(&targets);
+                    if !probes_ok {
                         return Ok(ExitCode::FAILURE);
                     }
                 }
@@ -245,6 +252,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Only the rows of one provider.
+fn filter_provider(v: serde_json::Value, provider: &str) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(rows) => serde_json::Value::Array(
+            rows.into_iter()
+                .filter(|r| r.get("provider").and_then(|p| p.as_str()) == Some(provider))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn strip_nulls(v: serde_json::Value) -> serde_json::Value {

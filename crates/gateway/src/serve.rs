@@ -61,6 +61,9 @@ pub async fn apply_config_file(
     for m in &cfg.models {
         store.upsert_model(&m.to_input()).await?;
     }
+    if let Some(r) = &cfg.router {
+        r.save(store).await?;
+    }
     Ok((cfg.providers.len(), cfg.models.len()))
 }
 

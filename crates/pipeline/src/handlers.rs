@@ -25,6 +25,7 @@ const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
 const X_MODEL: HeaderName = HeaderName::from_static("x-gateway-model");
 const X_FALLBACK: HeaderName = HeaderName::from_static("x-gateway-fallback-reason");
 const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
+const X_RULE: HeaderName = HeaderName::from_static("x-gateway-rule");
 
 fn with_route<T>(mut resp: Response, served: &Served<T>) -> Response {
     let h = resp.headers_mut();
@@ -38,6 +39,13 @@ fn with_route<T>(mut resp: Response, served: &Served<T>) -> Response {
         h.insert(X_FALLBACK, HeaderValue::from_static(reason.as_str()));
     }
     h.insert(X_ATTEMPTS, HeaderValue::from(served.calls()));
+    if let Some(v) = served
+        .rule
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        h.insert(X_RULE, v);
+    }
     resp
 }
 

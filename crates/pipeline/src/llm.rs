@@ -11,7 +11,8 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use futures::StreamExt;
 use providers::{ChatOutput, ChunkStream, ErrorClass, Provider, ProviderError, StreamItem};
-use router::{AttemptRecord, Failure, Health, Needs, Outcome, Plan, Target};
+use router::rules::METADATA_HEADER_PREFIX;
+use router::{AttemptRecord, Failure, Health, Needs, Outcome, Plan, RuleContext, Target};
 use tokio::time::Instant;
 use wire::openai::{ChatRequest, Content, ContentPart, EmbeddingsRequest, EmbeddingsResponse};
 
@@ -27,6 +28,8 @@ pub struct Served<T> {
     pub model: String,
     /// Why the first target was left, when it was.
     pub fallback: Option<ErrorClass>,
+    /// The routing rule that chose the target, if one did.
+    pub rule: Option<String>,
     /// Every upstream attempt, the successful one last.
     pub attempts: Vec<AttemptRecord>,
 }
@@ -38,6 +41,7 @@ impl<T> Served<T> {
             provider: o.target.provider,
             model: o.target.model,
             fallback: o.fallback_reason,
+            rule: o.rule,
             attempts: o.attempts,
         }
     }
@@ -49,6 +53,7 @@ impl<T> Served<T> {
             provider: self.provider,
             model: self.model,
             fallback: self.fallback,
+            rule: self.rule,
             attempts: self.attempts,
         }
     }
@@ -66,6 +71,12 @@ pub struct Ask {
     pub needs: Needs,
     /// The consumer's `x-gateway-fallback` list.
     pub extra_fallbacks: Vec<String>,
+    /// `response_format` asks for JSON (object or schema).
+    pub json: bool,
+    /// `x-gateway-meta-*` headers, for routing rules.
+    pub metadata: Vec<(String, String)>,
+    /// The consumer's plan, once consumers exist.
+    pub plan: Option<String>,
 }
 
 const FALLBACK_HEADER: &str = "x-gateway-fallback";
@@ -78,6 +89,12 @@ impl Ask {
             model: req.model.clone(),
             needs: needs(req),
             extra_fallbacks: fallback_header(headers)?,
+            json: req
+                .response_format
+                .as_ref()
+                .is_some_and(|f| f.kind == "json_object" || f.kind == "json_schema"),
+            metadata: metadata(headers),
+            plan: None,
         })
     }
 
@@ -86,16 +103,44 @@ impl Ask {
             model: req.model.clone(),
             needs: Needs::default(),
             extra_fallbacks: fallback_header(headers)?,
+            json: false,
+            metadata: metadata(headers),
+            plan: None,
         })
     }
 
-    fn plan(&self) -> Plan<'_> {
+    /// What routing rules read of this request, now.
+    fn context(&self, snap: &Snapshot) -> RuleContext<'_> {
+        RuleContext {
+            est_input_tokens: self.needs.est_input_tokens,
+            tools: self.needs.tools,
+            json: self.json,
+            plan: self.plan.as_deref(),
+            metadata: &self.metadata,
+            now: jiff::Timestamp::now(),
+            monthly_spend_pct: snap.monthly_spend_pct,
+        }
+    }
+
+    fn plan<'a>(&'a self, context: &'a RuleContext<'a>) -> Plan<'a> {
         Plan {
             needs: self.needs,
             extra_fallbacks: &self.extra_fallbacks,
+            context: Some(context),
             ..Plan::new(&self.model)
         }
     }
+}
+
+/// The `x-gateway-meta-*` headers (names are lower-case already); a few, of bounded size.
+fn metadata(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with(METADATA_HEADER_PREFIX))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .filter(|(_, v)| v.len() <= 256)
+        .take(16)
+        .collect()
 }
 
 /// `x-gateway-fallback: model-a, model-b`: model names only, never URLs.
@@ -204,10 +249,16 @@ pub async fn complete(
     req: &ChatRequest,
     ask: &Ask,
 ) -> Result<Served<ChatOutput>, GatewayError> {
-    let out = router::execute(&snap.table, health, &ask.plan(), |t, _deadline, _caps| {
-        let p = provider(snap, &t);
-        async move { p?.chat(req, &t.model).await }
-    })
+    let ctx = ask.context(snap);
+    let out = router::execute(
+        &snap.table,
+        health,
+        &ask.plan(&ctx),
+        |t, _deadline, _caps| {
+            let p = provider(snap, &t);
+            async move { p?.chat(req, &t.model).await }
+        },
+    )
     .await
     .map_err(|f| failed(&ask.model, f))?;
     Ok(Served::from(out))
@@ -226,12 +277,18 @@ pub async fn open_stream(
 ) -> Result<Served<Opened>, GatewayError> {
     let policy = snap.table.policy_for(&ask.model).clone();
     let deadline = Instant::now() + policy.timeouts.total();
-    let out = router::execute(&snap.table, &health, &ask.plan(), |t, _deadline, _caps| {
-        let p = provider(&snap, &t);
-        let req = &*req;
-        let first_token = policy.timeouts.first_token();
-        async move { open_one(&*p?, req, &t.model, first_token).await }
-    })
+    let ctx = ask.context(&snap);
+    let out = router::execute(
+        &snap.table,
+        &health,
+        &ask.plan(&ctx),
+        |t, _deadline, _caps| {
+            let p = provider(&snap, &t);
+            let req = &*req;
+            let first_token = policy.timeouts.first_token();
+            async move { open_one(&*p?, req, &t.model, first_token).await }
+        },
+    )
     .await
     .map_err(|f| failed(&ask.model, f))?;
     let target = out.target.clone();
@@ -286,12 +343,18 @@ pub async fn embed(
     req: &EmbeddingsRequest,
     ask: &Ask,
 ) -> Result<Served<EmbeddingsResponse>, GatewayError> {
-    let out = router::execute(&snap.table, health, &ask.plan(), |t, _deadline, _caps| {
-        let p = provider(snap, &t);
-        let mut r = req.clone();
-        r.model = t.model;
-        async move { p?.embeddings(&r).await }
-    })
+    let ctx = ask.context(snap);
+    let out = router::execute(
+        &snap.table,
+        health,
+        &ask.plan(&ctx),
+        |t, _deadline, _caps| {
+            let p = provider(snap, &t);
+            let mut r = req.clone();
+            r.model = t.model;
+            async move { p?.embeddings(&r).await }
+        },
+    )
     .await
     .map_err(|f| failed(&ask.model, f))?;
     Ok(Served::from(out))

@@ -8,13 +8,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use providers::{Provider, ProviderSpec};
-use router::{Health, ProviderEntry, Route, RoutingTable};
+use router::{CircuitPolicy, Health, ProviderEntry, Route, RoutingTable};
 
 /// Everything a request reads of the configuration.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub providers: HashMap<String, Arc<Provider>>,
     pub table: RoutingTable,
+    /// Spend so far this month against the monthly budget, for routing rules (set through the
+    /// admin API until budgets exist).
+    pub monthly_spend_pct: Option<f64>,
+    /// Applied to the gateway's health when the snapshot goes live.
+    pub circuit: CircuitPolicy,
 }
 
 impl Snapshot {
@@ -35,6 +40,8 @@ impl Snapshot {
         Snapshot {
             providers,
             table: RoutingTable::new(entries, routes),
+            monthly_spend_pct: None,
+            circuit: CircuitPolicy::default(),
         }
     }
 }
@@ -86,6 +93,10 @@ impl Gateway {
 
     /// Replaces the configuration at once and marks the gateway ready.
     pub fn swap(&self, s: Snapshot) {
+        self.health.set_policy(s.circuit);
+        // Forget targets no longer configured (aliases' targets and `provider/…` names).
+        self.health
+            .retain(|provider, _| s.providers.contains_key(provider));
         self.snapshot.store(Arc::new(s));
         self.ready.store(true, Ordering::Release);
     }

@@ -50,6 +50,8 @@ struct Setup {
     routes: Vec<Route>,
     keepalive: Duration,
     health: Arc<Health>,
+    circuit: CircuitPolicy,
+    monthly_spend_pct: Option<f64>,
 }
 
 impl Setup {
@@ -58,6 +60,8 @@ impl Setup {
             routes,
             keepalive: Duration::from_secs(30),
             health: Arc::new(Health::default()),
+            circuit: CircuitPolicy::default(),
+            monthly_spend_pct: None,
         }
     }
 }
@@ -83,7 +87,10 @@ async fn start(setup: Setup) -> Env {
         },
         setup.health,
     );
-    gw.swap(Snapshot::build(specs, setup.routes, &http));
+    let mut snap = Snapshot::build(specs, setup.routes, &http);
+    snap.circuit = setup.circuit;
+    snap.monthly_spend_pct = setup.monthly_spend_pct;
+    gw.swap(snap);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -389,17 +396,19 @@ async fn no_response_at_all_times_out_and_falls_back() {
 async fn a_primary_down_for_a_while_is_cut_off_then_gets_traffic_back_soon_after_recovery() {
     // The default policy (10 s open, probes, back within 30 s of recovery) is shown with
     // paused time in router::health; here the same path runs over HTTP on a shorter clock.
-    let health = Arc::new(Health::new(CircuitPolicy {
+    let circuit = CircuitPolicy {
         consecutive_failures: 3,
         open_for: Duration::from_millis(200),
         max_open_for: Duration::from_millis(400),
         ..Default::default()
-    }));
+    };
+    let health = Arc::new(Health::default());
     let mut setup = Setup::new(vec![
         with_fallbacks(route("m", "openai", "gpt-4o"), any(&["b"])),
         route("b", "claude", "claude-sonnet-4-5"),
     ]);
     setup.health = health.clone();
+    setup.circuit = circuit;
     let env = start(setup).await;
     let down = Duration::from_millis(1_500);
     env.emu.push_fault(FaultRule {
@@ -443,6 +452,31 @@ async fn a_primary_down_for_a_while_is_cut_off_then_gets_traffic_back_soon_after
     let report = health.report(tokio::time::Instant::now());
     let primary = report.iter().find(|r| r.model == "gpt-4o");
     assert!(primary.is_some_and(|p| p.errors >= 3), "{report:?}");
+}
+
+#[tokio::test]
+async fn routing_rules_redirect_by_metadata_header_and_spend_first_match_wins() {
+    let mut m = route("m", "openai", "gpt-4o");
+    m.rules = serde_json::from_value(json!([
+        {"name": "batch", "when": {"metadata": {"tier": "batch"}}, "then": {"model": "b"}},
+        {"name": "saver", "when": {"monthly_spend_pct": {"gte": 80}}, "then": {"targets": [{"provider": "gem", "model": "gemini-2.0-flash"}]}}
+    ]))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut setup = Setup::new(vec![m, route("b", "claude", "claude-sonnet-4-5")]);
+    setup.monthly_spend_pct = Some(85.0);
+    let env = start(setup).await;
+    let batch = env
+        .post_with(chat("m"), &[("x-gateway-meta-tier", "batch")])
+        .await;
+    assert_eq!(header(&batch, "x-gateway-rule").as_deref(), Some("batch"));
+    assert_eq!(
+        header(&batch, "x-gateway-provider").as_deref(),
+        Some("claude")
+    );
+    let plain = env.post(chat("m")).await;
+    assert_eq!(header(&plain, "x-gateway-rule").as_deref(), Some("saver"));
+    assert_eq!(header(&plain, "x-gateway-provider").as_deref(), Some("gem"));
+    assert_eq!(env.seen_models(), ["claude-sonnet-4-5", "gemini-2.0-flash"]);
 }
 
 // --- refusals --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ use crate::balance;
 use crate::caps::{Capabilities, Needs};
 use crate::health::{Admission, Health};
 use crate::policy::Policy;
+use crate::rules::{Action, RuleContext, first_match};
 use crate::table::{Resolved, RouteError, RoutingTable, Target};
 
 /// What one request asks of the router.
@@ -33,6 +34,8 @@ pub struct Plan<'a> {
     pub after: Option<ErrorClass>,
     /// Ends the walk instead of the route's total timeout (a continuation keeps its request's).
     pub deadline: Option<Instant>,
+    /// What routing rules may read of the request; without it no rule applies.
+    pub context: Option<&'a RuleContext<'a>>,
 }
 
 impl<'a> Plan<'a> {
@@ -44,6 +47,7 @@ impl<'a> Plan<'a> {
             skip: &[],
             after: None,
             deadline: None,
+            context: None,
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct Outcome<T> {
     pub route: String,
     /// The class of the failure that made the router leave the first target.
     pub fallback_reason: Option<ErrorClass>,
+    /// The routing rule that redirected the request (its name, or `rules[i]`).
+    pub rule: Option<String>,
     pub attempts: Vec<AttemptRecord>,
 }
 
@@ -140,6 +146,7 @@ where
             });
         }
     };
+    let (primary, rule) = apply_rules(table, primary, plan.context);
     let mut walk = Walk {
         policy: primary.policy,
         deadline: plan
@@ -151,6 +158,7 @@ where
         first_failure: None,
         last: None,
         out_of_time: false,
+        rule,
     };
     let route_name = primary.route.map_or(plan.model, |r| r.name.as_str());
 
@@ -242,6 +250,41 @@ where
     })
 }
 
+/// The first matching rule of the route, applied once (a model a rule names does not apply
+/// its own rules). A rule naming a model that does not resolve is skipped, loudly.
+fn apply_rules<'t>(
+    table: &'t RoutingTable,
+    primary: Resolved<'t>,
+    context: Option<&RuleContext<'_>>,
+) -> (Resolved<'t>, Option<String>) {
+    let (Some(route), Some(ctx)) = (primary.route, context) else {
+        return (primary, None);
+    };
+    if route.rules.is_empty() {
+        return (primary, None);
+    }
+    let Some((i, rule)) = first_match(&route.rules, ctx) else {
+        return (primary, None);
+    };
+    let name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
+    match &rule.then {
+        Action::Model(m) => match table.resolve(m) {
+            Ok(next) => (next, Some(name)),
+            Err(e) => {
+                tracing::warn!(route = %route.name, rule = %name, error = %e, "routing rule names a model that does not resolve; using the model's own targets");
+                (primary, None)
+            }
+        },
+        Action::Targets(t) => (
+            Resolved {
+                targets: t.clone(),
+                ..primary
+            },
+            Some(name),
+        ),
+    }
+}
+
 /// The consumer's own list is a last resort for failures another model may get past; never for
 /// refusals (a bad request, content policy).
 fn consumer_list_applies(c: ErrorClass) -> bool {
@@ -279,6 +322,7 @@ struct Walk<'p> {
     first_failure: Option<ErrorClass>,
     last: Option<ProviderError>,
     out_of_time: bool,
+    rule: Option<String>,
 }
 
 impl Walk<'_> {
@@ -303,6 +347,7 @@ impl Walk<'_> {
                 target: target.clone(),
                 route: route.to_string(),
                 fallback_reason: self.first_failure,
+                rule: self.rule.take(),
                 attempts: std::mem::take(&mut self.attempts),
             }),
             Step::Failed | Step::Skipped => None,

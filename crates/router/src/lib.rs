@@ -36,7 +36,7 @@ pub use health::{
 pub use policy::{Policy, Timeouts};
 pub use retry::RetryPolicy;
 pub use rules::{
-    Action, Bounds, Day, Match, MetadataMatch, Rule, RuleContext, RuleError, TimeWindow,
-    TimeWindowSpec, first_match,
+    Action, Bounds, Day, Match, Metadata, MetadataMatch, NoMetadata, Rule, RuleContext, RuleError,
+    TimeWindow, TimeWindowSpec, first_match,
 };
 pub use table::{ProviderEntry, Resolved, Route, RouteError, RoutingTable, Target};

@@ -183,10 +183,10 @@ impl MetadataMatch {
             .map(|e| (e.key.as_str(), e.value.as_str()))
     }
 
-    fn holds<'a>(&self, lookup: &dyn Fn(&str) -> Option<&'a str>) -> bool {
+    fn holds(&self, headers: &dyn Metadata) -> bool {
         self.entries
             .iter()
-            .all(|e| lookup(&e.header) == Some(e.value.as_str()))
+            .all(|e| headers.get(&e.header) == Some(e.value.as_str()))
     }
 }
 
@@ -199,9 +199,9 @@ pub struct RuleContext<'a> {
     pub json: bool,
     /// The consumer's plan, if the key belongs to a consumer that has one.
     pub plan: Option<&'a str>,
-    /// A request header by its full lower-case name (`x-gateway-meta-tier`), e.g.
-    /// `&|n| headers.get(n).and_then(|v| v.to_str().ok())`.
-    pub metadata: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// The request's metadata headers, looked up by full lower-case name
+    /// (`x-gateway-meta-tier`).
+    pub metadata: &'a dyn Metadata,
     /// The instant time windows are checked against (passed in so tests can fix it).
     pub now: Timestamp,
     /// Spend so far this month against the monthly budget, in percent; `None` when unknown.
@@ -221,9 +221,38 @@ impl std::fmt::Debug for RuleContext<'_> {
     }
 }
 
-/// A metadata lookup for requests without any.
-pub fn no_metadata<'a>(_: &str) -> Option<&'a str> {
-    None
+/// Request headers as the rules read them: by full lower-case name.
+pub trait Metadata: Sync {
+    fn get(&self, header: &str) -> Option<&str>;
+}
+
+/// For requests without any metadata.
+pub struct NoMetadata;
+
+impl Metadata for NoMetadata {
+    fn get(&self, _: &str) -> Option<&str> {
+        None
+    }
+}
+
+impl Metadata for Vec<(String, String)> {
+    fn get(&self, header: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k == header)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Metadata for Vec<(&str, &str)> {
+    fn get(&self, header: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == header).map(|(_, v)| *v)
+    }
+}
+
+impl<const N: usize> Metadata for [(&str, &str); N] {
+    fn get(&self, header: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == header).map(|(_, v)| *v)
+    }
 }
 
 impl Match {

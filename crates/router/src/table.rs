@@ -9,6 +9,7 @@ use crate::balance::Strategy;
 use crate::caps::Capabilities;
 use crate::fallback::Fallbacks;
 use crate::policy::Policy;
+use crate::rules::Rule;
 
 /// One upstream for an alias: a configured provider and the model name it knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,8 @@ pub struct Route {
     pub policy: Policy,
     /// How the targets are ordered per request.
     pub strategy: Strategy,
+    /// Tried in order before the targets; the first that matches redirects the request.
+    pub rules: Vec<Rule>,
 }
 
 impl Route {

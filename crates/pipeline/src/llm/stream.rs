@@ -123,13 +123,12 @@ async fn resume(
     broken: &[Target],
     class: ErrorClass,
 ) -> Option<(Target, Opened)> {
+    let ctx = r.ask.context(&r.snap);
     let plan = Plan {
-        needs: r.ask.needs,
-        extra_fallbacks: &r.ask.extra_fallbacks,
         skip: broken,
         after: Some(class),
         deadline: Some(r.deadline),
-        ..Plan::new(&r.ask.model)
+        ..r.ask.plan(&ctx)
     };
     let out = router::execute(&r.snap.table, &r.health, &plan, |t, _deadline, caps| {
         let p = provider(&r.snap, &t);

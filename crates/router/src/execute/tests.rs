@@ -530,3 +530,56 @@ proptest! {
         prop_assert_eq!(called, seen.len());
     }
 }
+
+fn ctx_with<'a>(
+    tools: bool,
+    meta: &'a dyn crate::rules::Metadata,
+) -> crate::rules::RuleContext<'a> {
+    crate::rules::RuleContext {
+        est_input_tokens: 10,
+        tools,
+        json: false,
+        plan: None,
+        metadata: meta,
+        now: jiff::Timestamp::UNIX_EPOCH,
+        monthly_spend_pct: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_matching_rule_redirects_before_any_target_is_tried() {
+    let mut smart = route("smart", "a", Fallbacks::default());
+    smart.rules = serde_json::from_value(serde_json::json!([
+        {"name": "batch", "when": {"metadata": {"tier": "batch"}}, "then": {"targets": [{"provider": "d", "model": "cheap"}]}},
+        {"name": "tools", "when": {"tools": true}, "then": {"model": "big"}},
+        {"when": {"tools": true}, "then": {"model": "backup"}}
+    ]))
+    .unwrap();
+    let t = table(vec![
+        smart,
+        route("backup", "b", Fallbacks::default()),
+        route("big", "c", Fallbacks::default()),
+    ]);
+    let h = Health::default();
+    let none: [(&str, &str); 0] = [];
+    let batch = [("x-gateway-meta-tier", "batch")];
+    let cases: [(bool, &dyn crate::rules::Metadata, &str, Option<&str>); 3] = [
+        (true, &none, "c", Some("tools")),
+        (false, &none, "a", None),
+        (true, &batch, "d", Some("batch")),
+    ];
+    for (tools, meta, want, rule) in cases {
+        let ctx = ctx_with(tools, meta);
+        let plan = Plan {
+            context: Some(&ctx),
+            ..Plan::new("smart")
+        };
+        let o = execute(&t, &h, &plan, |target: Target, _, _| async move {
+            Ok::<_, ProviderError>(target.provider.clone())
+        })
+        .await
+        .unwrap();
+        assert_eq!(o.value, want);
+        assert_eq!(o.rule.as_deref(), rule);
+    }
+}

@@ -13,7 +13,7 @@ fn ctx() -> RuleContext<'static> {
         tools: false,
         json: false,
         plan: None,
-        metadata: &no_metadata,
+        metadata: &NoMetadata,
         now: ts("2025-06-04T12:00:00Z"),
         monthly_spend_pct: None,
     }
@@ -110,9 +110,8 @@ fn metadata_condition_reads_the_prefixed_header() {
         ("x-gateway-meta-tier", "batch"),
         ("x-gateway-meta-team", "ml"),
     ];
-    let lookup = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let with = RuleContext {
-        metadata: &lookup,
+        metadata: &headers,
         ..ctx()
     };
     assert!(holds("{metadata: {tier: batch}}", &with));
@@ -562,7 +561,7 @@ fn oracle(m: &Match, ctx: &RuleContext<'_>) -> bool {
         return false;
     }
     for (k, v) in m.metadata.iter() {
-        if (ctx.metadata)(&format!("x-gateway-meta-{k}")) != Some(v) {
+        if ctx.metadata.get(&format!("x-gateway-meta-{k}")) != Some(v) {
             return false;
         }
     }
@@ -623,7 +622,7 @@ proptest! {
         secs in 0i64..(400 * 86_400),
         spend in proptest::option::of(-10.0f64..200.0),
     ) {
-        let lookup = |name: &str| if name == "x-gateway-meta-tier" { tier } else { None };
+        let lookup: Vec<(&str, &str)> = tier.map(|t| ("x-gateway-meta-tier", t)).into_iter().collect();
         let ctx = RuleContext {
             est_input_tokens: tokens,
             tools,
