@@ -49,6 +49,13 @@ models:
     fallbacks: {any: [gpt-4o]}
   - name: gpt-4o
     targets: [{provider: openai, model: gpt-4o}]
+  - name: slow
+    targets: [{provider: openai, model: gpt-4o-mini}]
+    timeouts: {first_token_ms: 1500}
+# One gateway serves every test: scripted failures must not open circuits for the tests after
+# them (circuit breakers are tested in crates/pipeline/tests/resilience.rs).
+router:
+  circuit: {consecutive_failures: 1000, min_requests: 1000}
 """
 
 
@@ -194,6 +201,7 @@ def stack(request):
         GATEWAY_CONFIG=str(config),
         GATEWAY_ADMIN_TOKEN=admin_token,
         GATEWAY_LOG=os.environ.get("E2E_GATEWAY_LOG", "info"),
+        GATEWAY_SSE_KEEPALIVE_MS="300",
     )
     s = Stack(
         gateway_url=f"http://{HOST}:{gw_port}",

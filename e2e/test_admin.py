@@ -272,3 +272,15 @@ def test_models_listing(stack):
     models = {m["name"]: m for m in r.json()}
     assert models["smart"]["targets"] == [{"provider": "claude", "model": "claude-sonnet-4-5"}]
     assert models["smart"]["fallbacks"]["any"] == ["gpt-4o"]
+
+
+def test_target_health_and_router_settings(stack, oai):
+    oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "count me"}])
+    r = stack.admin("GET", "/admin/health/targets")
+    assert r.status_code == 200, r.text
+    mine = [t for t in r.json() if t["provider"] == "openai" and t["model"] == "gpt-4o"]
+    assert mine and mine[0]["requests"] >= 1 and mine[0]["state"] == "closed", r.json()
+    settings = stack.admin("GET", "/admin/router").json()
+    assert settings["circuit"]["open_for"] == "10s"
+    bad = stack.admin("PUT", "/admin/router", json={"circuit": {"open_for": 10}})
+    assert bad.status_code == 400 and "open_for" in bad.text, bad.text

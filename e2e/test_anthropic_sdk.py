@@ -147,7 +147,8 @@ def test_forced_tool_choice(claude, kind):
 
 @every_kind
 def test_rate_limit_is_a_rate_limit_error(stack, claude, kind):
-    stack.fault({"kind": "status", "status": 429, "retry_after": 1}, model=kind.upstream_model, vendor=kind.vendor)
+    # Longer than the router waits for: no retry, no fallback on these routes.
+    stack.fault({"kind": "status", "status": 429, "retry_after": 30}, model=kind.upstream_model, vendor=kind.vendor)
     with pytest.raises(anthropic.RateLimitError) as e:
         claude.messages.create(model=kind.model, max_tokens=8, messages=user("hi"))
     assert e.value.status_code == 429
@@ -184,7 +185,7 @@ def test_malformed_body_is_a_400_with_an_anthropic_error(stack, body):
 
 
 def test_fallback_through_the_messages_route(stack, claude):
-    stack.fault({"kind": "status", "status": 529}, model="claude-sonnet-4-5", vendor="anthropic")
+    stack.fault({"kind": "status", "status": 529}, model="claude-sonnet-4-5", vendor="anthropic", times=2)
     raw = claude.messages.with_raw_response.create(model="smart", max_tokens=64, messages=user("fall back"))
     m = raw.parse()
     assert text_of(m) == echo("fall back")

@@ -200,7 +200,7 @@ def check_env(tmp_path):
 def test_config_check_accepts_a_good_file(check_env):
     r, out, path, secret = check_env(CONFIG_YAML % {"emu": 9})
     assert r.returncode == 0, out
-    assert "ok (6 providers, 2 models)" in r.stdout, out
+    assert "ok (6 providers, 3 models)" in r.stdout, out
     assert secret not in out
 
 
@@ -209,7 +209,7 @@ def test_config_check_reads_gateway_config_when_no_file_is_given(tmp_path):
     path.write_text(CONFIG_YAML % {"emu": 9})
     r = run_gateway("config", "check", env=base_env(EMU_KEY="x", GATEWAY_CONFIG=str(path)))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "ok (6 providers, 2 models)" in r.stdout
+    assert "ok (6 providers, 3 models)" in r.stdout
 
 
 _S = "${" + SECRET_VAR + "}"

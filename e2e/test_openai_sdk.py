@@ -9,6 +9,7 @@ import base64
 import json
 import math
 import struct
+import time
 
 import httpx
 import openai
@@ -353,7 +354,8 @@ def test_unknown_model_is_not_found(stack, oai):
 
 @every_kind
 def test_provider_rate_limit_is_a_rate_limit_error(stack, oai, kind):
-    stack.fault({"kind": "status", "status": 429, "retry_after": 1}, model=kind.upstream_model, vendor=kind.vendor)
+    # Longer than the router waits for (5 s): no retry, and no fallback on these routes.
+    stack.fault({"kind": "status", "status": 429, "retry_after": 30}, model=kind.upstream_model, vendor=kind.vendor)
     with pytest.raises(openai.RateLimitError) as e:
         oai.chat.completions.create(model=kind.model, messages=user("hi"))
     assert e.value.status_code == 429
@@ -362,10 +364,19 @@ def test_provider_rate_limit_is_a_rate_limit_error(stack, oai, kind):
 
 @every_kind
 def test_provider_rate_limit_passes_retry_after(stack, oai, kind):
-    stack.fault({"kind": "status", "status": 429, "retry_after": 1}, model=kind.upstream_model, vendor=kind.vendor)
+    stack.fault({"kind": "status", "status": 429, "retry_after": 30}, model=kind.upstream_model, vendor=kind.vendor)
     with pytest.raises(openai.RateLimitError) as e:
         oai.chat.completions.create(model=kind.model, messages=user("hi"))
-    assert e.value.response.headers.get("retry-after") == "1"
+    assert e.value.response.headers.get("retry-after") == "30"
+
+
+def test_a_short_retry_after_is_waited_for_by_the_gateway(stack, oai):
+    stack.fault({"kind": "status", "status": 429, "retry_after": 1}, model="gpt-4o", vendor="openai")
+    started = time.monotonic()
+    raw = oai.chat.completions.with_raw_response.create(model="gpt-4o", messages=user("wait for me"))
+    assert raw.parse().choices[0].message.content == "Echo: wait for me"
+    assert raw.headers.get("x-gateway-attempts") == "2"
+    assert 1.0 <= time.monotonic() - started < 3.0
 
 
 MALFORMED = {
@@ -422,7 +433,8 @@ def test_upstream_override_fields_are_refused(stack, oai, field):
 
 @pytest.mark.parametrize("status", [529, 500])
 def test_fallback_when_the_primary_fails(stack, oai, status):
-    stack.fault({"kind": "status", "status": status}, model="claude-sonnet-4-5", vendor="anthropic")
+    # Twice: the router retries a 5xx once on the same target before falling back.
+    stack.fault({"kind": "status", "status": status}, model="claude-sonnet-4-5", vendor="anthropic", times=2)
     raw = oai.chat.completions.with_raw_response.create(model="smart", messages=user("fall back please"))
     r = raw.parse()
     assert r.choices[0].message.content == "Echo: fall back please"
@@ -430,11 +442,11 @@ def test_fallback_when_the_primary_fails(stack, oai, status):
     assert raw.headers.get("x-gateway-provider") == "openai"
     assert raw.headers.get("x-gateway-model") == "gpt-4o"
     tried = [q["body"].get("model") for q in stack.upstream_requests("anthropic")]
-    assert tried == ["claude-sonnet-4-5"], f"the primary was not tried first: {tried}"
+    assert tried == ["claude-sonnet-4-5"] * 2, f"the primary was not tried (twice) first: {tried}"
 
 
 def test_fallback_for_a_stream(stack, oai):
-    stack.fault({"kind": "status", "status": 529}, model="claude-sonnet-4-5", vendor="anthropic")
+    stack.fault({"kind": "status", "status": 529}, model="claude-sonnet-4-5", vendor="anthropic", times=2)
     with oai.chat.completions.with_streaming_response.create(
         model="smart", messages=user("stream after fallback"), stream=True
     ) as resp:
@@ -442,6 +454,44 @@ def test_fallback_for_a_stream(stack, oai):
         assert resp.headers.get("x-gateway-provider") == "openai"
         text = "".join(c.choices[0].delta.content or "" for c in resp.parse() if c.choices)
     assert text == "Echo: stream after fallback"
+
+
+def test_the_consumer_fallback_header(stack, oai):
+    stack.fault({"kind": "status", "status": 503}, model="gpt-4o", vendor="openai", times=2)
+    raw = oai.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=user("any port in a storm"), extra_headers={"x-gateway-fallback": "smart"}
+    )
+    assert raw.parse().choices[0].message.content == "Echo: any port in a storm"
+    assert raw.headers.get("x-gateway-provider") == "claude"
+    assert raw.headers.get("x-gateway-attempts") == "3"
+
+
+def test_a_slow_first_token_is_kept_alive_and_the_sdk_reads_through_the_comments(stack, oai):
+    stack.fault({"kind": "slow_first_token", "ms": 1200}, model="gpt-4o", vendor="openai")
+    r = stack.http().post(
+        f"{stack.gateway_url}/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": user("patience"), "stream": True},
+        headers={"authorization": f"Bearer {CONSUMER_KEY}"},
+    )
+    assert r.status_code == 200
+    assert ": keep-alive" in r.text
+    stack.fault({"kind": "slow_first_token", "ms": 1200}, model="gpt-4o", vendor="openai")
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in oai.chat.completions.create(model="gpt-4o", messages=user("patience"), stream=True)
+        if c.choices
+    )
+    assert text == "Echo: patience"
+
+
+def test_a_failure_after_keep_alive_reaches_the_sdk_as_an_error(stack, oai):
+    """Committed (200) while waiting, then no first token in time: an error event, not an empty success."""
+    stack.fault({"kind": "hang"}, model="gpt-4o-mini", vendor="openai")
+    started = time.monotonic()
+    with pytest.raises(openai.APIError) as e:
+        list(oai.chat.completions.create(model="slow", messages=user("never"), stream=True))
+    assert "first token" in str(e.value.message), e.value
+    assert time.monotonic() - started < 5
 
 
 def test_no_fallback_without_a_failure(stack, oai):

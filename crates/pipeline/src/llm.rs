@@ -110,7 +110,7 @@ impl Ask {
     }
 
     /// What routing rules read of this request, now.
-    fn context(&self, snap: &Snapshot) -> RuleContext<'_> {
+    pub fn context(&self, snap: &Snapshot) -> RuleContext<'_> {
         RuleContext {
             est_input_tokens: self.needs.est_input_tokens,
             tools: self.needs.tools,
@@ -122,7 +122,7 @@ impl Ask {
         }
     }
 
-    fn plan<'a>(&'a self, context: &'a RuleContext<'a>) -> Plan<'a> {
+    pub fn plan<'a>(&'a self, context: &'a RuleContext<'a>) -> Plan<'a> {
         Plan {
             needs: self.needs,
             extra_fallbacks: &self.extra_fallbacks,
