@@ -107,9 +107,11 @@ fn main() -> anyhow::Result<()> {
         .transpose()
         .context("the argument is the number of iterations")?
         .unwrap_or(1_000_000);
-    let mut snap = Snapshot::default();
-    snap.table = table()?;
-    snap.monthly_spend_pct = Some(40.0);
+    let snap = Snapshot {
+        table: table()?,
+        monthly_spend_pct: Some(40.0),
+        ..Default::default()
+    };
     let health = Health::default();
     let now = tokio::time::Instant::now;
     // A warm window, as in production: every target has latency data.
