@@ -357,8 +357,10 @@ async fn a_persistent_503_is_tried_twice_then_the_5xx_chain_answers() {
 async fn a_connection_reset_before_any_byte_is_retried() {
     let env = start(Setup::new(vec![route("m", "openai", "gpt-4o")])).await;
     env.emu.push_fault(rule(Fault::Reset, "gpt-4o"));
+    let t = Instant::now();
     let r = env.post(chat("m")).await;
     assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(1));
     let seen = env.emu.requests();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].outcome, Outcome::Faulted);
@@ -479,6 +481,33 @@ async fn routing_rules_redirect_by_metadata_header_and_spend_first_match_wins() 
     assert_eq!(env.seen_models(), ["claude-sonnet-4-5", "gemini-2.0-flash"]);
 }
 
+#[tokio::test]
+async fn weighted_targets_share_the_traffic_by_weight() {
+    // Two providers on one upstream stand for two keys of one account.
+    let mut m = Route::new(
+        "m",
+        vec![
+            Target {
+                weight: 3,
+                ..Target::new("openai", "gpt-4o")
+            },
+            Target::new("claude", "claude-sonnet-4-5"),
+        ],
+    );
+    m.strategy = router::Strategy::Weighted;
+    let env = start(Setup::new(vec![m])).await;
+    let mut first = 0;
+    let n = 200;
+    for _ in 0..n {
+        let r = env.post(chat("m")).await;
+        if header(&r, "x-gateway-provider").as_deref() == Some("openai") {
+            first += 1;
+        }
+    }
+    // 3:1 → 150 of 200 expected; 5 standard deviations either side.
+    assert!((120..=180).contains(&first), "{first} of {n} to the weight-3 target");
+}
+
 // --- refusals --------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -528,7 +557,9 @@ async fn a_content_policy_refusal_is_not_retried_and_its_reason_reaches_the_call
         ),
         "gpt-4o",
     ));
+    let t = Instant::now();
     let r = env.post(chat("m")).await;
+    assert!(t.elapsed() < Duration::from_millis(500));
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap_or(Value::Null);
     assert_eq!(v["error"]["code"], "content_filter");
