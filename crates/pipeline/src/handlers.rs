@@ -128,7 +128,13 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
             model: served.model,
             fallback: served.fallback,
         };
-        let body = Body::from_stream(egress::anthropic(first, rest, &chat.model, on_end));
+        let body = Body::from_stream(egress::anthropic(
+            first,
+            rest,
+            &chat.model,
+            &served.provider,
+            on_end,
+        ));
         return Ok(with_route(sse(body), &served));
     }
     let served = llm::complete(&snap, &chat).await?;
