@@ -27,7 +27,7 @@ pub fn upstream(spec: &ProviderSpec, client: http::Client) -> Upstream {
         HeaderName::from_static("anthropic-version"),
         HeaderValue::from_static(API_VERSION),
     );
-    Upstream::new(client, credential, &[version])
+    Upstream::new(client, &spec.base_url, credential, &[version])
 }
 
 fn error_parts(body: &[u8]) -> Option<ErrorParts> {

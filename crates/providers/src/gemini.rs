@@ -26,7 +26,7 @@ pub fn upstream(spec: &ProviderSpec, client: http::Client) -> Upstream {
             k.expose().to_string(),
         )
     });
-    Upstream::new(client, credential, &[])
+    Upstream::new(client, &spec.base_url, credential, &[])
 }
 
 fn error_parts(body: &[u8]) -> Option<ErrorParts> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -98,14 +98,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `credential` is the header carrying the key and its full value; `fixed` are headers
-    /// every request carries.
+    /// `base_url` is where every request of this provider goes (its `Host` header is built
+    /// here, once); `credential` is the header carrying the key and its full value; `fixed`
+    /// are headers every request carries.
     pub fn new(
         client: Client,
+        base_url: &str,
         credential: Option<(HeaderName, String)>,
         fixed: &[(HeaderName, HeaderValue)],
     ) -> Upstream {
-        let mut headers = HeaderMap::with_capacity(4 + fixed.len());
+        let mut headers = HeaderMap::with_capacity(5 + fixed.len());
+        if let Some(host) = host_header(base_url) {
+            headers.insert(HOST, host);
+        }
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         for (k, v) in fixed {
             headers.insert(k.clone(), v.clone());
@@ -247,6 +252,22 @@ impl Upstream {
     }
 }
 
+/// `Host` as hyper would write it: the host, and the port unless it is the scheme's default.
+fn host_header(base_url: &str) -> Option<HeaderValue> {
+    let uri = Uri::try_from(base_url).ok()?;
+    let host = uri.host()?;
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let value = match uri.port_u16() {
+        Some(p) if p != default_port => format!("{host}:{p}"),
+        _ => host.to_string(),
+    };
+    HeaderValue::try_from(value).ok()
+}
+
 /// A URL built for one request (one whose path names the model).
 pub fn uri(provider: &str, url: String) -> Result<Uri, ProviderError> {
     Uri::try_from(url).map_err(|e| {
@@ -323,4 +344,25 @@ pub(crate) fn body_error(provider: &str, _e: &hyper::Error) -> ProviderError {
         ErrorClass::StreamBroken,
         "upstream connection broke while reading the response",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_leaves_out_default_ports_only() {
+        let host = |u: &str| host_header(u).map(|v| v.to_str().unwrap_or_default().to_string());
+        assert_eq!(
+            host("https://api.openai.com/v1").as_deref(),
+            Some("api.openai.com")
+        );
+        assert_eq!(host("https://h:443/v1").as_deref(), Some("h"));
+        assert_eq!(host("http://h:80").as_deref(), Some("h"));
+        assert_eq!(host("http://h:443").as_deref(), Some("h:443"));
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+    }
 }

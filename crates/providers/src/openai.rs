@@ -61,7 +61,7 @@ pub fn upstream(spec: &ProviderSpec, client: http::Client) -> Upstream {
         ProviderKind::AzureOpenAi => (HeaderName::from_static("api-key"), k.expose().to_string()),
         _ => (AUTHORIZATION, format!("Bearer {}", k.expose())),
     });
-    Upstream::new(client, credential, &[])
+    Upstream::new(client, &spec.base_url, credential, &[])
 }
 
 /// The chat URL of a provider that does not put the model in its path, parsed once.
