@@ -21,7 +21,8 @@ use crate::error::AdminError;
 pub struct AdminState {
     pub store: Store,
     pub gateway: Arc<Gateway>,
-    pub http: reqwest::Client,
+    /// The upstream client every provider of every snapshot shares.
+    pub http: providers::http::Client,
     pub token_hash: [u8; 32],
 }
 

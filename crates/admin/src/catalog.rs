@@ -372,7 +372,7 @@ pub enum CatalogError {
 /// validates fails the whole build, so a reload keeps the previous snapshot instead.
 pub async fn snapshot_from_store(
     store: &Store,
-    http: &reqwest::Client,
+    http: &providers::http::Client,
 ) -> Result<Snapshot, CatalogError> {
     let mut specs = Vec::new();
     for (i, r) in store.list_providers().await?.iter().enumerate() {

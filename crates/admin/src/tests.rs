@@ -22,7 +22,7 @@ async fn state() -> (Arc<AdminState>, tempfile::TempDir) {
     let s = Arc::new(AdminState {
         store,
         gateway: pipeline::Gateway::new(pipeline::Limits::default()),
-        http: reqwest::Client::new(),
+        http: providers::http::client().unwrap_or_else(|e| panic!("{e}")),
         token_hash: auth::hash(TOKEN),
     });
     (s, dir)

@@ -10,6 +10,18 @@ pub struct AdminClient {
     http: reqwest::Client,
 }
 
+/// A client for the admin API that, like the data plane's, follows no redirect (the admin token
+/// goes only to `GATEWAY_ADMIN_URL`) and consults no proxy.
+fn admin_http() -> anyhow::Result<reqwest::Client> {
+    crate::serve::install_tls_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .context("cannot build the HTTP client")
+}
+
 impl AdminClient {
     pub fn from_env() -> anyhow::Result<AdminClient> {
         let base =
@@ -21,7 +33,7 @@ impl AdminClient {
         Ok(AdminClient {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: crate::serve::http_client()?,
+            http: admin_http()?,
         })
     }
 

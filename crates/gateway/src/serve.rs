@@ -67,10 +67,15 @@ pub async fn apply_config_file(
     Ok((cfg.providers.len(), cfg.models.len()))
 }
 
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    // One TLS provider for the process (ring); ignore "already installed" in tests.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// The upstream client the data plane shares.
+pub fn http_client() -> anyhow::Result<providers::http::Client> {
+    install_tls_provider();
     providers::http::client().context("cannot build the HTTP client")
+}
+
+/// One TLS provider for the process (ring); ignore "already installed" in tests.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 pub async fn start(s: Settings) -> anyhow::Result<()> {

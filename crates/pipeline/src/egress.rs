@@ -71,7 +71,8 @@ const MAX_BATCH: usize = 64 * 1024;
 
 /// How one consumer format writes a stream.
 trait Encode: Send + 'static {
-    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut);
+    /// Fails when the chunk cannot be read in the consumer's format: the stream ends there.
+    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut) -> Result<(), ProviderError>;
     fn finish(&mut self, out: &mut BytesMut);
     fn error(&mut self, e: ProviderError, out: &mut BytesMut);
 }
@@ -106,10 +107,14 @@ fn drive<E: Encode>(
                             break;
                         }
                         Some(Ok(item)) => {
-                            if let Some(u) = item.chunk.usage {
+                            if let Some(u) = item.usage() {
                                 st.usage = Some(u);
                             }
-                            enc.chunk(item, &mut out);
+                            if let Err(e) = enc.chunk(item, &mut out) {
+                                st.end(false);
+                                enc.error(e, &mut out);
+                                break;
+                            }
                         }
                     }
                     // Let the upstream connection task run once, so that chunks already on
@@ -138,17 +143,19 @@ struct OpenAiSse {
 }
 
 impl Encode for OpenAiSse {
-    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut) {
-        let usage_only = item.chunk.choices.is_empty() && item.chunk.usage.is_some();
-        if usage_only && !self.want_usage {
-            return;
+    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut) -> Result<(), ProviderError> {
+        if item.is_usage_only() && !self.want_usage {
+            return Ok(());
         }
         out.extend_from_slice(b"data: ");
-        match item.raw {
-            Some(raw) => out.extend_from_slice(&raw),
-            None => out.extend_from_slice(&serde_json::to_vec(&item.chunk).unwrap_or_default()),
+        match item {
+            StreamItem::Raw { json, .. } => out.extend_from_slice(&json),
+            StreamItem::Chunk(c) => {
+                out.extend_from_slice(&serde_json::to_vec(&c).unwrap_or_default())
+            }
         }
         out.extend_from_slice(b"\n\n");
+        Ok(())
     }
 
     fn finish(&mut self, out: &mut BytesMut) {
@@ -215,17 +222,23 @@ pub fn openai(
     drive(first, rest, on_end, OpenAiSse { want_usage })
 }
 
-struct AnthropicSse(ChunksToStream);
+struct AnthropicSse {
+    to_stream: ChunksToStream,
+    /// Who serves the stream, for the error a chunk that does not parse gives.
+    provider: String,
+}
 
 impl Encode for AnthropicSse {
-    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut) {
-        for ev in self.0.on_chunk(&item.chunk) {
+    fn chunk(&mut self, item: StreamItem, out: &mut BytesMut) -> Result<(), ProviderError> {
+        let chunk = item.into_chunk(&self.provider)?;
+        for ev in self.to_stream.on_chunk(&chunk) {
             out.extend_from_slice(&encode_event(&ev));
         }
+        Ok(())
     }
 
     fn finish(&mut self, out: &mut BytesMut) {
-        for ev in self.0.finish() {
+        for ev in self.to_stream.finish() {
             out.extend_from_slice(&encode_event(&ev));
         }
     }
@@ -236,16 +249,17 @@ impl Encode for AnthropicSse {
 }
 
 /// Anthropic Messages events (`message_start` … `message_stop`).
+/// `provider` serves the stream (an OpenAI-shaped upstream's chunks are parsed here).
 pub fn anthropic(
     first: StreamItem,
     rest: ChunkStream,
     model: &str,
+    provider: &str,
     on_end: OnEnd,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<> {
-    drive(
-        first,
-        rest,
-        on_end,
-        AnthropicSse(ChunksToStream::new(model)),
-    )
+    let enc = AnthropicSse {
+        to_stream: ChunksToStream::new(model),
+        provider: provider.to_string(),
+    };
+    drive(first, rest, on_end, enc)
 }

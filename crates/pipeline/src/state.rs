@@ -23,7 +23,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(specs: Vec<ProviderSpec>, routes: Vec<Route>, http: &reqwest::Client) -> Snapshot {
+    pub fn build(
+        specs: Vec<ProviderSpec>,
+        routes: Vec<Route>,
+        http: &providers::http::Client,
+    ) -> Snapshot {
         let entries = specs
             .iter()
             .map(|s| ProviderEntry {

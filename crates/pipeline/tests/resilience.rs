@@ -505,7 +505,10 @@ async fn weighted_targets_share_the_traffic_by_weight() {
         }
     }
     // 3:1 → 150 of 200 expected; 5 standard deviations either side.
-    assert!((120..=180).contains(&first), "{first} of {n} to the weight-3 target");
+    assert!(
+        (120..=180).contains(&first),
+        "{first} of {n} to the weight-3 target"
+    );
 }
 
 // --- refusals --------------------------------------------------------------------------------

@@ -3,23 +3,31 @@
 
 use std::time::Duration;
 
+use ::http::Request;
+use ::http::header::{HeaderName, HeaderValue};
+
 use wire::anthropic::{self as wa, MessagesResponse, StreamEvent, StreamToChunks};
 use wire::openai::ChatRequest;
 
 use crate::error::{ErrorClass, ProviderError};
-use crate::http::{self, ErrorParts};
+use crate::http::{self, ErrorParts, Upstream};
 use crate::provider::{ChatOutput, ChunkStream};
 use crate::spec::ProviderSpec;
 use crate::translated;
 
 pub const API_VERSION: &str = "2023-06-01";
 
-fn headers(rb: reqwest::RequestBuilder, spec: &ProviderSpec) -> reqwest::RequestBuilder {
-    let rb = rb.header("anthropic-version", API_VERSION);
-    match &spec.api_key {
-        Some(k) => rb.header("x-api-key", k.expose()),
-        None => rb,
-    }
+/// The client with `x-api-key` and `anthropic-version`, built once.
+pub fn upstream(spec: &ProviderSpec, client: http::Client) -> Upstream {
+    let credential = spec
+        .api_key
+        .as_ref()
+        .map(|k| (HeaderName::from_static("x-api-key"), k.expose().to_string()));
+    let version = (
+        HeaderName::from_static("anthropic-version"),
+        HeaderValue::from_static(API_VERSION),
+    );
+    Upstream::new(client, &spec.base_url, credential, &[version])
 }
 
 fn error_parts(body: &[u8]) -> Option<ErrorParts> {
@@ -45,26 +53,25 @@ fn build(
     Ok((body, wa::json_mode(req)))
 }
 
-fn post(http: &reqwest::Client, spec: &ProviderSpec, body: Vec<u8>) -> reqwest::RequestBuilder {
-    headers(http.post(format!("{}/v1/messages", spec.base_url)), spec)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
+fn post(
+    up: &Upstream,
+    spec: &ProviderSpec,
+    body: Vec<u8>,
+    stream: bool,
+) -> Result<Request<http::Body>, ProviderError> {
+    let uri = http::uri(&spec.name, format!("{}/v1/messages", spec.base_url))?;
+    up.post(&spec.name, uri, body, stream)
 }
 
 pub async fn chat(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
     req: &ChatRequest,
     model: &str,
 ) -> Result<ChatOutput, ProviderError> {
     let (body, json_mode) = build(spec, req, model, false)?;
-    let resp = http::send(
-        &spec.name,
-        post(http, spec, body).timeout(spec.timeout),
-        error_parts,
-    )
-    .await?;
-    let bytes = http::body(&spec.name, resp).await?;
+    let r = post(up, spec, body, false)?;
+    let bytes = up.fetch(&spec.name, r, spec.timeout, error_parts).await?;
     let m: MessagesResponse = serde_json::from_slice(&bytes).map_err(|e| {
         ProviderError::new(
             &spec.name,
@@ -76,14 +83,16 @@ pub async fn chat(
 }
 
 pub async fn chat_stream(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
     req: &ChatRequest,
     model: &str,
 ) -> Result<ChunkStream, ProviderError> {
     let (body, json_mode) = build(spec, req, model, true)?;
-    let rb = post(http, spec, body).header(reqwest::header::ACCEPT, "text/event-stream");
-    let resp = http::send_within(&spec.name, rb, spec.timeout, error_parts).await?;
+    let r = post(up, spec, body, true)?;
+    let resp = up
+        .send_within(&spec.name, r, spec.timeout, error_parts)
+        .await?;
     Ok(translated::stream(
         spec.name.clone(),
         resp,
@@ -134,8 +143,10 @@ impl translated::Translate for Events {
     }
 }
 
-pub async fn health(http: &reqwest::Client, spec: &ProviderSpec) -> Result<(), ProviderError> {
-    let rb = headers(http.get(format!("{}/v1/models", spec.base_url)), spec)
-        .timeout(Duration::from_secs(10));
-    http::send(&spec.name, rb, error_parts).await.map(|_| ())
+pub async fn health(up: &Upstream, spec: &ProviderSpec) -> Result<(), ProviderError> {
+    let uri = http::uri(&spec.name, format!("{}/v1/models", spec.base_url))?;
+    let r = up.get(&spec.name, uri)?;
+    up.fetch(&spec.name, r, Duration::from_secs(10), error_parts)
+        .await
+        .map(|_| ())
 }

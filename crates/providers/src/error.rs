@@ -131,23 +131,6 @@ impl ProviderError {
         }
     }
 
-    pub fn from_reqwest(provider: &str, e: &reqwest::Error) -> Self {
-        let class = if e.is_timeout() {
-            ErrorClass::Timeout
-        } else if e.is_body() || e.is_decode() {
-            ErrorClass::StreamBroken
-        } else {
-            ErrorClass::Connect
-        };
-        // reqwest's Display includes the URL, which for Gemini may carry a key: keep only the kind.
-        let what = match class {
-            ErrorClass::Timeout => "timed out",
-            ErrorClass::StreamBroken => "connection broke while reading the response",
-            _ => "could not connect",
-        };
-        ProviderError::new(provider, class, format!("upstream {what}"))
-    }
-
     pub fn with_retry_after(mut self, d: Option<Duration>) -> Self {
         self.retry_after = d;
         self

@@ -4,22 +4,29 @@
 
 use std::time::Duration;
 
+use ::http::Request;
+use ::http::header::HeaderName;
+
 use wire::gemini::{
     self as wg, BatchEmbedContentsResponse, GenerateContentResponse, StreamToChunks,
 };
 use wire::openai::{ChatRequest, EmbeddingsRequest, EmbeddingsResponse};
 
 use crate::error::{ErrorClass, ProviderError};
-use crate::http::{self, ErrorParts};
+use crate::http::{self, ErrorParts, Upstream};
 use crate::provider::{ChatOutput, ChunkStream};
 use crate::spec::ProviderSpec;
 use crate::translated;
 
-fn keyed(rb: reqwest::RequestBuilder, spec: &ProviderSpec) -> reqwest::RequestBuilder {
-    match &spec.api_key {
-        Some(k) => rb.header("x-goog-api-key", k.expose()),
-        None => rb,
-    }
+/// The client with `x-goog-api-key`, built once.
+pub fn upstream(spec: &ProviderSpec, client: http::Client) -> Upstream {
+    let credential = spec.api_key.as_ref().map(|k| {
+        (
+            HeaderName::from_static("x-goog-api-key"),
+            k.expose().to_string(),
+        )
+    });
+    Upstream::new(client, &spec.base_url, credential, &[])
 }
 
 fn error_parts(body: &[u8]) -> Option<ErrorParts> {
@@ -40,14 +47,13 @@ fn url(spec: &ProviderSpec, model: &str, action: &str) -> String {
 }
 
 fn post(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
     url: String,
     body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    keyed(http.post(url), spec)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
+    stream: bool,
+) -> Result<Request<http::Body>, ProviderError> {
+    up.post(&spec.name, http::uri(&spec.name, url)?, body, stream)
 }
 
 fn encode(spec: &ProviderSpec, req: &ChatRequest) -> Result<Vec<u8>, ProviderError> {
@@ -58,15 +64,14 @@ fn encode(spec: &ProviderSpec, req: &ChatRequest) -> Result<Vec<u8>, ProviderErr
 }
 
 pub async fn chat(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
     req: &ChatRequest,
     model: &str,
 ) -> Result<ChatOutput, ProviderError> {
     let body = encode(spec, req)?;
-    let rb = post(http, spec, url(spec, model, "generateContent"), body).timeout(spec.timeout);
-    let resp = http::send(&spec.name, rb, error_parts).await?;
-    let bytes = http::body(&spec.name, resp).await?;
+    let r = post(up, spec, url(spec, model, "generateContent"), body, false)?;
+    let bytes = up.fetch(&spec.name, r, spec.timeout, error_parts).await?;
     let g: GenerateContentResponse = serde_json::from_slice(&bytes).map_err(|e| {
         ProviderError::new(
             &spec.name,
@@ -86,15 +91,17 @@ pub async fn chat(
 }
 
 pub async fn chat_stream(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
     req: &ChatRequest,
     model: &str,
 ) -> Result<ChunkStream, ProviderError> {
     let body = encode(spec, req)?;
     let u = format!("{}?alt=sse", url(spec, model, "streamGenerateContent"));
-    let rb = post(http, spec, u, body).header(reqwest::header::ACCEPT, "text/event-stream");
-    let resp = http::send_within(&spec.name, rb, spec.timeout, error_parts).await?;
+    let r = post(up, spec, u, body, true)?;
+    let resp = up
+        .send_within(&spec.name, r, spec.timeout, error_parts)
+        .await?;
     Ok(translated::stream(
         spec.name.clone(),
         resp,
@@ -142,7 +149,7 @@ impl translated::Translate for Events {
 }
 
 pub async fn embeddings(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
     req: &EmbeddingsRequest,
 ) -> Result<EmbeddingsResponse, ProviderError> {
@@ -150,15 +157,14 @@ pub async fn embeddings(
         .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
     let body = serde_json::to_vec(&batch)
         .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
-    let rb = post(
-        http,
+    let r = post(
+        up,
         spec,
         url(spec, &req.model, "batchEmbedContents"),
         body,
-    )
-    .timeout(spec.timeout);
-    let resp = http::send(&spec.name, rb, error_parts).await?;
-    let bytes = http::body(&spec.name, resp).await?;
+        false,
+    )?;
+    let bytes = up.fetch(&spec.name, r, spec.timeout, error_parts).await?;
     let b: BatchEmbedContentsResponse = serde_json::from_slice(&bytes).map_err(|e| {
         ProviderError::new(
             &spec.name,
@@ -181,8 +187,10 @@ pub async fn embeddings(
     ))
 }
 
-pub async fn health(http: &reqwest::Client, spec: &ProviderSpec) -> Result<(), ProviderError> {
-    let rb = keyed(http.get(format!("{}/v1beta/models", spec.base_url)), spec)
-        .timeout(Duration::from_secs(10));
-    http::send(&spec.name, rb, error_parts).await.map(|_| ())
+pub async fn health(up: &Upstream, spec: &ProviderSpec) -> Result<(), ProviderError> {
+    let uri = http::uri(&spec.name, format!("{}/v1beta/models", spec.base_url))?;
+    let r = up.get(&spec.name, uri)?;
+    up.fetch(&spec.name, r, Duration::from_secs(10), error_parts)
+        .await
+        .map(|_| ())
 }

@@ -4,7 +4,9 @@
 //! - [`vendors`]: the table of OpenAI-compatible vendors (data, not code).
 //! - [`provider`]: the handle the data plane calls; dispatches on the wire format to
 //!   [`openai`] (OpenAI, Azure, every compatible vendor), [`anthropic`] or [`gemini`].
-//! - [`http`]: the shared client (no redirects), error mapping, the SSE event stream.
+//! - [`http`]: the shared hyper client (no redirects, proxies or retries), each provider's
+//!   request parts built once ([`http::Upstream`]), error mapping.
+//! - [`events`]: the SSE events of a response body, with the stream idle bound.
 //! - [`translated`]: the event loop of the translating adapters (Anthropic, Gemini).
 //! - [`error`]: `ProviderError` and its `ErrorClass`, which the router falls back on.
 //!
@@ -12,6 +14,7 @@
 
 pub mod anthropic;
 pub mod error;
+pub mod events;
 pub mod gemini;
 pub mod http;
 pub mod openai;

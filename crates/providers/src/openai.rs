@@ -4,13 +4,19 @@
 
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use ::http::Uri;
+use ::http::header::{AUTHORIZATION, HeaderName};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::Stream;
 use serde::Deserialize;
-use wire::openai::{ChatChunk, ChatRequest, EmbeddingsRequest, EmbeddingsResponse, UsageOnly};
+use wire::openai::{ChatRequest, EmbeddingsRequest, EmbeddingsResponse, Usage, UsageOnly};
 
 use crate::error::{ErrorClass, ProviderError};
-use crate::http::{self, ErrorParts};
+use crate::events::Events;
+use crate::http::{self, ErrorParts, Upstream};
 use crate::provider::{ChatOutput, ChunkStream, StreamItem};
 use crate::spec::{ProviderKind, ProviderSpec};
 
@@ -48,52 +54,29 @@ fn url(spec: &ProviderSpec, op: Op, model: &str) -> String {
     }
 }
 
-fn authed(rb: reqwest::RequestBuilder, spec: &ProviderSpec) -> reqwest::RequestBuilder {
-    match (&spec.api_key, spec.kind) {
-        (Some(k), ProviderKind::AzureOpenAi) => rb.header("api-key", k.expose()),
-        (Some(k), _) => rb.bearer_auth(k.expose()),
-        (None, _) => rb,
+/// The client with this provider's credential header (`Authorization: Bearer …`, or Azure's
+/// `api-key`), built once.
+pub fn upstream(spec: &ProviderSpec, client: http::Client) -> Upstream {
+    let credential = spec.api_key.as_ref().map(|k| match spec.kind {
+        ProviderKind::AzureOpenAi => (HeaderName::from_static("api-key"), k.expose().to_string()),
+        _ => (AUTHORIZATION, format!("Bearer {}", k.expose())),
+    });
+    Upstream::new(client, &spec.base_url, credential, &[])
+}
+
+/// The chat URL of a provider that does not put the model in its path, parsed once.
+pub fn fixed_chat_uri(spec: &ProviderSpec) -> Option<Uri> {
+    match spec.kind {
+        ProviderKind::AzureOpenAi | ProviderKind::Anthropic | ProviderKind::Gemini => None,
+        _ => Uri::try_from(url(spec, Op::Chat, "")).ok(),
     }
 }
 
-/// The fixed URLs of a provider that does not put the model in its path, parsed once.
-#[derive(Debug, Clone)]
-pub struct Urls {
-    chat: Option<reqwest::Url>,
-}
-
-impl Urls {
-    pub fn new(spec: &ProviderSpec) -> Urls {
-        let chat = match spec.kind {
-            ProviderKind::AzureOpenAi | ProviderKind::Anthropic | ProviderKind::Gemini => None,
-            _ => reqwest::Url::parse(&format!("{}/chat/completions", spec.base_url)).ok(),
-        };
-        Urls { chat }
+fn chat_uri(spec: &ProviderSpec, fixed: Option<&Uri>, model: &str) -> Result<Uri, ProviderError> {
+    match fixed {
+        Some(u) => Ok(u.clone()),
+        None => http::uri(&spec.name, url(spec, Op::Chat, model)),
     }
-
-    fn chat(&self, spec: &ProviderSpec, model: &str) -> Result<reqwest::Url, ProviderError> {
-        match &self.chat {
-            Some(u) => Ok(u.clone()),
-            None => reqwest::Url::parse(&url(spec, Op::Chat, model)).map_err(|e| {
-                ProviderError::new(
-                    &spec.name,
-                    ErrorClass::BadRequest,
-                    format!("bad upstream URL: {e}"),
-                )
-            }),
-        }
-    }
-}
-
-fn post_json(
-    http: &reqwest::Client,
-    spec: &ProviderSpec,
-    url: impl reqwest::IntoUrl,
-    body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    authed(http.post(url), spec)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
 }
 
 /// OpenAI's error body: `{"error":{"message","type","code","param"}}` (Azure's is the same shape).
@@ -150,16 +133,16 @@ pub fn encode(provider: &str, req: &ChatRequest, model: &str) -> Result<Vec<u8>,
 }
 
 pub async fn chat(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
-    urls: &Urls,
+    chat_uri_fixed: Option<&Uri>,
     req: &ChatRequest,
     model: &str,
 ) -> Result<ChatOutput, ProviderError> {
     let body = encode(&spec.name, req, model)?;
-    let rb = post_json(http, spec, urls.chat(spec, model)?, body).timeout(spec.timeout);
-    let resp = http::send(&spec.name, rb, error_parts).await?;
-    let body = http::body(&spec.name, resp).await?;
+    let uri = chat_uri(spec, chat_uri_fixed, model)?;
+    let r = up.post(&spec.name, uri, body, false)?;
+    let body = up.fetch(&spec.name, r, spec.timeout, error_parts).await?;
     let usage = serde_json::from_slice::<UsageOnly>(&body)
         .map_err(|e| {
             ProviderError::new(
@@ -173,9 +156,9 @@ pub async fn chat(
 }
 
 pub async fn chat_stream(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
-    urls: &Urls,
+    chat_uri_fixed: Option<&Uri>,
     req: &ChatRequest,
     model: &str,
 ) -> Result<ChunkStream, ProviderError> {
@@ -187,45 +170,58 @@ pub async fn chat_stream(
         .get_or_insert_with(Default::default)
         .include_usage = Some(true);
     let body = encode(&spec.name, &r, model)?;
-    let rb = post_json(http, spec, urls.chat(spec, model)?, body)
-        .header(reqwest::header::ACCEPT, "text/event-stream");
-    let resp = http::send_within(&spec.name, rb, spec.timeout, error_parts).await?;
-    let provider = spec.name.clone();
-    let events = http::sse_events(provider.clone(), resp, STREAM_IDLE);
-    // `done` flips on `[DONE]`; an end of events before it means the stream was cut.
-    let stream = futures::stream::unfold(
-        (Box::pin(events), false, provider),
-        |(mut events, done, provider)| async move {
-            if done {
-                return None;
-            }
-            match events.next().await {
-                None => {
-                    let e = ProviderError::new(
-                        &provider,
-                        ErrorClass::StreamBroken,
-                        "upstream stream ended before [DONE]",
-                    );
-                    Some((Err(e), (events, true, provider)))
-                }
-                Some(Err(e)) => Some((Err(e), (events, true, provider))),
-                Some(Ok(ev)) if ev.data == "[DONE]" => None,
-                Some(Ok(ev)) => {
-                    let item = parse_chunk(&provider, ev.data);
-                    let stop = item.is_err();
-                    Some((item, (events, stop, provider)))
-                }
-            }
-        },
-    );
-    Ok(Box::pin(stream))
+    let uri = chat_uri(spec, chat_uri_fixed, model)?;
+    let rq = up.post(&spec.name, uri, body, true)?;
+    let resp = up
+        .send_within(&spec.name, rq, spec.timeout, error_parts)
+        .await?;
+    Ok(Box::pin(Chunks {
+        events: Events::new(spec.name.clone(), resp, STREAM_IDLE),
+        done: false,
+    }))
 }
 
-fn parse_chunk(provider: &str, data: String) -> Result<StreamItem, ProviderError> {
-    match serde_json::from_str::<ChatChunk>(&data) {
-        Ok(chunk) => Ok(StreamItem {
-            chunk,
-            raw: Some(Bytes::from(data)),
+/// The chunks of an OpenAI event stream, ending at `[DONE]`; an end of events before it means
+/// the stream was cut.
+struct Chunks {
+    events: Events,
+    done: bool,
+}
+
+impl Stream for Chunks {
+    type Item = Result<StreamItem, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = match ready!(this.events.poll_event(cx)) {
+            None => Err(ProviderError::new(
+                this.events.provider(),
+                ErrorClass::StreamBroken,
+                "upstream stream ended before [DONE]",
+            )),
+            Some(Err(e)) => Err(e),
+            Some(Ok(ev)) if ev.data == "[DONE]" => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Some(Ok(ev)) => probe_chunk(this.events.provider(), ev.data),
+        };
+        this.done = item.is_err();
+        Poll::Ready(Some(item))
+    }
+}
+
+/// Reads only what the gateway needs of a chunk (whether it has choices, its usage) and keeps
+/// the JSON to forward as is.
+fn probe_chunk(provider: &str, data: String) -> Result<StreamItem, ProviderError> {
+    match serde_json::from_str::<Probe>(&data) {
+        Ok(p) => Ok(StreamItem::Raw {
+            json: Bytes::from(data),
+            usage: p.usage,
+            has_choices: p.choices.0,
         }),
         Err(e) => match error_parts(data.as_bytes()) {
             // Some servers report a failure mid-stream as an error object.
@@ -239,17 +235,51 @@ fn parse_chunk(provider: &str, data: String) -> Result<StreamItem, ProviderError
     }
 }
 
+/// The two fields of a `chat.completion.chunk` the gateway reads; everything else is skipped
+/// unparsed. `choices` is required, as in the typed chunk (an error object has none).
+#[derive(Deserialize)]
+struct Probe {
+    choices: NonEmpty,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// Whether a JSON array has any element (the elements are skipped, not built).
+struct NonEmpty(bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = NonEmpty;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<NonEmpty, A::Error> {
+                let mut any = false;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    any = true;
+                }
+                Ok(NonEmpty(any))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
 pub async fn embeddings(
-    http: &reqwest::Client,
+    up: &Upstream,
     spec: &ProviderSpec,
     req: &EmbeddingsRequest,
 ) -> Result<EmbeddingsResponse, ProviderError> {
     let body = serde_json::to_vec(req)
         .map_err(|e| ProviderError::new(&spec.name, ErrorClass::BadRequest, e.to_string()))?;
-    let rb =
-        post_json(http, spec, url(spec, Op::Embeddings, &req.model), body).timeout(spec.timeout);
-    let resp = http::send(&spec.name, rb, error_parts).await?;
-    let body = http::body(&spec.name, resp).await?;
+    let uri = http::uri(&spec.name, url(spec, Op::Embeddings, &req.model))?;
+    let r = up.post(&spec.name, uri, body, false)?;
+    let body = up.fetch(&spec.name, r, spec.timeout, error_parts).await?;
     serde_json::from_slice(&body).map_err(|e| {
         ProviderError::new(
             &spec.name,
@@ -259,9 +289,12 @@ pub async fn embeddings(
     })
 }
 
-pub async fn health(http: &reqwest::Client, spec: &ProviderSpec) -> Result<(), ProviderError> {
-    let rb = authed(http.get(url(spec, Op::Models, "")), spec).timeout(Duration::from_secs(10));
-    http::send(&spec.name, rb, error_parts).await.map(|_| ())
+pub async fn health(up: &Upstream, spec: &ProviderSpec) -> Result<(), ProviderError> {
+    let uri = http::uri(&spec.name, url(spec, Op::Models, ""))?;
+    let r = up.get(&spec.name, uri)?;
+    up.fetch(&spec.name, r, Duration::from_secs(10), error_parts)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

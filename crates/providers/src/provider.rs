@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 
+use ::http::Uri;
 use bytes::Bytes;
 use futures::Stream;
 use wire::openai::{
@@ -9,6 +10,7 @@ use wire::openai::{
 };
 
 use crate::error::ProviderError;
+use crate::http::{self, Upstream};
 use crate::spec::{ProviderKind, ProviderSpec};
 use crate::{anthropic, gemini, openai};
 
@@ -44,12 +46,50 @@ impl ChatOutput {
     }
 }
 
-/// One streamed chunk; `raw` is the upstream's own JSON when it spoke OpenAI's format, so the
-/// OpenAI egress can forward it without re-encoding.
+/// One streamed chunk.
 #[derive(Debug, Clone)]
-pub struct StreamItem {
-    pub chunk: ChatChunk,
-    pub raw: Option<Bytes>,
+pub enum StreamItem {
+    /// The upstream's own OpenAI-shaped JSON, forwarded without re-encoding; only whether it
+    /// has choices and its usage were read.
+    Raw {
+        json: Bytes,
+        usage: Option<Usage>,
+        has_choices: bool,
+    },
+    /// A chunk translated from another format.
+    Chunk(ChatChunk),
+}
+
+impl StreamItem {
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            StreamItem::Raw { usage, .. } => *usage,
+            StreamItem::Chunk(c) => c.usage,
+        }
+    }
+
+    /// A chunk with usage and no choices: the one the gateway asked for to bill the request.
+    pub fn is_usage_only(&self) -> bool {
+        let has_choices = match self {
+            StreamItem::Raw { has_choices, .. } => *has_choices,
+            StreamItem::Chunk(c) => !c.choices.is_empty(),
+        };
+        !has_choices && self.usage().is_some()
+    }
+
+    /// The typed chunk (parses a raw one).
+    pub fn into_chunk(self, provider: &str) -> Result<ChatChunk, ProviderError> {
+        match self {
+            StreamItem::Chunk(c) => Ok(c),
+            StreamItem::Raw { json, .. } => serde_json::from_slice(&json).map_err(|e| {
+                ProviderError::new(
+                    provider,
+                    crate::ErrorClass::StreamBroken,
+                    format!("upstream sent a malformed chunk: {e}"),
+                )
+            }),
+        }
+    }
 }
 
 /// Ends with `Err(StreamBroken)` if the upstream stops without its terminator.
@@ -57,9 +97,11 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamItem, ProviderErro
 
 pub struct Provider {
     pub spec: ProviderSpec,
-    http: reqwest::Client,
-    /// Parsed once, so a request does not re-parse its URL.
-    urls: openai::Urls,
+    /// The client with this provider's headers, built once.
+    up: Upstream,
+    /// The chat URL when it does not name the model (OpenAI and compatible vendors), parsed
+    /// once, so a request does not re-parse its URL.
+    chat_uri: Option<Uri>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -71,9 +113,14 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    pub fn new(spec: ProviderSpec, http: reqwest::Client) -> Self {
-        let urls = openai::Urls::new(&spec);
-        Provider { spec, http, urls }
+    pub fn new(spec: ProviderSpec, client: http::Client) -> Self {
+        let up = match spec.kind {
+            ProviderKind::Anthropic => anthropic::upstream(&spec, client),
+            ProviderKind::Gemini => gemini::upstream(&spec, client),
+            _ => openai::upstream(&spec, client),
+        };
+        let chat_uri = openai::fixed_chat_uri(&spec);
+        Provider { spec, up, chat_uri }
     }
 
     pub fn name(&self) -> &str {
@@ -87,9 +134,9 @@ impl Provider {
     /// `model` is the upstream model name; the consumer's `req.model` is not sent.
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutput, ProviderError> {
         match self.spec.kind {
-            ProviderKind::Anthropic => anthropic::chat(&self.http, &self.spec, req, model).await,
-            ProviderKind::Gemini => gemini::chat(&self.http, &self.spec, req, model).await,
-            _ => openai::chat(&self.http, &self.spec, &self.urls, req, model).await,
+            ProviderKind::Anthropic => anthropic::chat(&self.up, &self.spec, req, model).await,
+            ProviderKind::Gemini => gemini::chat(&self.up, &self.spec, req, model).await,
+            _ => openai::chat(&self.up, &self.spec, self.chat_uri.as_ref(), req, model).await,
         }
     }
 
@@ -101,10 +148,12 @@ impl Provider {
     ) -> Result<ChunkStream, ProviderError> {
         match self.spec.kind {
             ProviderKind::Anthropic => {
-                anthropic::chat_stream(&self.http, &self.spec, req, model).await
+                anthropic::chat_stream(&self.up, &self.spec, req, model).await
             }
-            ProviderKind::Gemini => gemini::chat_stream(&self.http, &self.spec, req, model).await,
-            _ => openai::chat_stream(&self.http, &self.spec, &self.urls, req, model).await,
+            ProviderKind::Gemini => gemini::chat_stream(&self.up, &self.spec, req, model).await,
+            _ => {
+                openai::chat_stream(&self.up, &self.spec, self.chat_uri.as_ref(), req, model).await
+            }
         }
     }
 
@@ -118,17 +167,17 @@ impl Provider {
                 crate::ErrorClass::BadRequest,
                 "Anthropic offers no embeddings API; route this model to an embeddings provider",
             )),
-            ProviderKind::Gemini => gemini::embeddings(&self.http, &self.spec, req).await,
-            _ => openai::embeddings(&self.http, &self.spec, req).await,
+            ProviderKind::Gemini => gemini::embeddings(&self.up, &self.spec, req).await,
+            _ => openai::embeddings(&self.up, &self.spec, req).await,
         }
     }
 
     /// A cheap authenticated call (the model list) that proves the base URL and key work.
     pub async fn health(&self) -> Result<(), ProviderError> {
         match self.spec.kind {
-            ProviderKind::Anthropic => anthropic::health(&self.http, &self.spec).await,
-            ProviderKind::Gemini => gemini::health(&self.http, &self.spec).await,
-            _ => openai::health(&self.http, &self.spec).await,
+            ProviderKind::Anthropic => anthropic::health(&self.up, &self.spec).await,
+            ProviderKind::Gemini => gemini::health(&self.up, &self.spec).await,
+            _ => openai::health(&self.up, &self.spec).await,
         }
     }
 }

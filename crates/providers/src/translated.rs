@@ -2,18 +2,21 @@
 //! one rule for how a stream may end (its vendor's terminator, or an error).
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use futures::StreamExt;
+use futures::Stream;
 use wire::openai::ChatChunk;
 use wire::sse::SseEvent;
 
 use crate::error::ProviderError;
-use crate::http;
+use crate::events::Events;
+use crate::http::Response;
 use crate::openai::STREAM_IDLE;
 use crate::provider::{ChunkStream, StreamItem};
 
 /// What an adapter does with its vendor's events.
-pub trait Translate: Send + 'static {
+pub trait Translate: Send + Unpin + 'static {
     /// The chunks one event gives, or the failure it reports.
     fn event(&mut self, provider: &str, ev: SseEvent) -> Result<Vec<ChatChunk>, ProviderError>;
     /// The vendor's terminator was seen: stop reading.
@@ -22,38 +25,42 @@ pub trait Translate: Send + 'static {
     fn end(&mut self, provider: &str) -> Result<Vec<ChatChunk>, ProviderError>;
 }
 
-pub fn stream<T: Translate>(provider: String, resp: reqwest::Response, t: T) -> ChunkStream {
-    struct State<T> {
-        events:
-            std::pin::Pin<Box<dyn futures::Stream<Item = Result<SseEvent, ProviderError>> + Send>>,
-        t: T,
-        pending: VecDeque<ChatChunk>,
-        done: bool,
-        provider: String,
-    }
-    let state = State {
-        events: Box::pin(http::sse_events(provider.clone(), resp, STREAM_IDLE)),
+pub fn stream<T: Translate>(provider: String, resp: Response, t: T) -> ChunkStream {
+    Box::pin(Translated {
+        events: Events::new(provider, resp, STREAM_IDLE),
         t,
         pending: VecDeque::new(),
         done: false,
-        provider,
-    };
-    Box::pin(futures::stream::unfold(state, |mut st| async move {
+    })
+}
+
+struct Translated<T> {
+    events: Events,
+    t: T,
+    pending: VecDeque<ChatChunk>,
+    done: bool,
+}
+
+impl<T: Translate> Stream for Translated<T> {
+    type Item = Result<StreamItem, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let st = self.get_mut();
         loop {
             if let Some(chunk) = st.pending.pop_front() {
-                return Some((Ok(StreamItem { chunk, raw: None }), st));
+                return Poll::Ready(Some(Ok(StreamItem::Chunk(chunk))));
             }
             if st.done {
-                return None;
+                return Poll::Ready(None);
             }
-            let step = match st.events.next().await {
+            let step = match ready!(st.events.poll_event(cx)) {
                 None => {
                     st.done = true;
-                    st.t.end(&st.provider)
+                    st.t.end(st.events.provider())
                 }
                 Some(Err(e)) => Err(e),
                 Some(Ok(ev)) => {
-                    let r = st.t.event(&st.provider, ev);
+                    let r = st.t.event(st.events.provider(), ev);
                     st.done = st.t.finished();
                     r
                 }
@@ -63,9 +70,9 @@ pub fn stream<T: Translate>(provider: String, resp: reqwest::Response, t: T) -> 
                 Err(e) => {
                     st.done = true;
                     st.pending.clear();
-                    return Some((Err(e), st));
+                    return Poll::Ready(Some(Err(e)));
                 }
             }
         }
-    }))
+    }
 }

@@ -47,6 +47,17 @@ impl SseParser {
     /// Appends `chunk` and returns every event it completed.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         let mut out = Vec::new();
+        self.push_into(chunk, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`SseParser::push`], appending the completed events to `out` (no allocation per
+    /// chunk for callers that keep a queue).
+    pub fn push_into(
+        &mut self,
+        chunk: &[u8],
+        out: &mut impl Extend<SseEvent>,
+    ) -> Result<(), SseError> {
         let mut input = chunk;
         if self.skip_lf && !input.is_empty() {
             if input[0] == b'\n' {
@@ -67,13 +78,13 @@ impl SseParser {
             }
             let line = &line[..pos];
             if let Some(ev) = self.line(line)? {
-                out.push(ev);
+                out.extend(Some(ev));
             }
         }
         if self.buf.len() + self.data.len() > self.max_event_bytes {
             return Err(SseError::TooLarge(self.max_event_bytes));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Bytes held that did not end in a line break (a stream cut mid-event leaves some).

@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use providers::{ChunkStream, ErrorClass, ProviderError, StreamItem};
 use router::{Health, Plan, Target};
 use tokio::time::Instant;
-use wire::openai::{ChatRequest, Message, Role};
+use wire::openai::{ChatChunk, ChatRequest, Message, Role};
 
 use super::{Ask, Opened, open_one, provider};
 use crate::state::Snapshot;
@@ -35,18 +36,40 @@ do not repeat anything already written and do not add any preamble.";
 /// The most continuations one stream may need.
 const MAX_RESUMES: usize = 2;
 
-/// What the consumer has been sent so far.
+/// What the consumer has been sent so far. Forwarded upstream JSON is only kept (a reference,
+/// not a copy) and read if the stream breaks: the happy path parses nothing.
 #[derive(Default)]
 struct Progress {
     text: String,
     /// Tool calls and several choices cannot be stitched together from a partial answer.
     unresumable: bool,
     finished: bool,
+    unread: Vec<Bytes>,
 }
 
 impl Progress {
     fn note(&mut self, item: &StreamItem) {
-        for c in &item.chunk.choices {
+        match item {
+            StreamItem::Raw { json, .. } => self.unread.push(json.clone()),
+            StreamItem::Chunk(c) => {
+                self.read();
+                self.note_chunk(c);
+            }
+        }
+    }
+
+    /// Reads the kept JSON, in order.
+    fn read(&mut self) {
+        for json in std::mem::take(&mut self.unread) {
+            // What the consumer got as garbage says nothing about the answer.
+            if let Ok(c) = serde_json::from_slice::<ChatChunk>(&json) {
+                self.note_chunk(&c);
+            }
+        }
+    }
+
+    fn note_chunk(&mut self, chunk: &ChatChunk) {
+        for c in &chunk.choices {
             if c.index > 0 || c.delta.tool_calls.is_some() {
                 self.unresumable = true;
             }
@@ -88,6 +111,7 @@ pub fn guard(target: Target, first: &StreamItem, rest: ChunkStream, r: Resume) -
                     format!("the stream stalled for {} ms", r.idle.as_millis()),
                 ),
             };
+            progress.read();
             // Everything was said; only the terminator is missing.
             if progress.finished && err.class == ErrorClass::StreamBroken {
                 return;
