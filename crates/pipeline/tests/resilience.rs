@@ -596,6 +596,30 @@ async fn the_consumer_fallback_header_is_used_after_the_route_chain_and_refuses_
     assert_eq!(v["error"]["param"], "x-gateway-fallback");
 }
 
+#[tokio::test]
+async fn an_anthropic_content_refusal_is_a_content_filter_error_too() {
+    let env = start(Setup::new(vec![
+        with_fallbacks(route("m", "claude", "claude-sonnet-4-5"), any(&["other"])),
+        route("other", "openai", "gpt-4o"),
+    ]))
+    .await;
+    // No message: the emulator uses Anthropic's own wording for the code.
+    let fault = Fault::Status {
+        status: 400,
+        retry_after: None,
+        message: None,
+        code: Some("content_filter".into()),
+        error_type: None,
+        retry_after_ms: None,
+    };
+    env.emu.push_fault(rule(fault, "claude-sonnet-4-5"));
+    let r = env.post(chat("m")).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], "content_filter", "{v}");
+    assert_eq!(env.seen_models(), ["claude-sonnet-4-5"]);
+}
+
 // --- streams ---------------------------------------------------------------------------------
 
 #[tokio::test]

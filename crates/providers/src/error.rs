@@ -113,6 +113,8 @@ impl ProviderError {
                 ErrorClass::ContextLength
             }
             _ if lower.contains("content management policy")
+                || lower.contains("content filtering policy")
+                || lower.contains("safety system")
                 || lower.contains("content_filter") =>
             {
                 ErrorClass::ContentFilter
