@@ -205,6 +205,7 @@ impl Stream for Chunks {
             Some(Err(e)) => Err(e),
             Some(Ok(ev)) if ev.data == "[DONE]" => {
                 this.done = true;
+                this.events.release(cx);
                 return Poll::Ready(None);
             }
             Some(Ok(ev)) => probe_chunk(this.events.provider(), ev.data),

@@ -62,6 +62,9 @@ impl<T: Translate> Stream for Translated<T> {
                 Some(Ok(ev)) => {
                     let r = st.t.event(st.events.provider(), ev);
                     st.done = st.t.finished();
+                    if st.done {
+                        st.events.release(cx);
+                    }
                     r
                 }
             };

@@ -294,3 +294,38 @@ async fn a_stream_without_done_is_broken_and_an_error_object_is_a_server_error()
         "{items:?}"
     );
 }
+
+#[tokio::test]
+async fn a_finished_stream_leaves_its_connection_for_the_next_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let addr = serve(move |mut sock| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            loop {
+                if read_request(&mut sock).await.is_empty() {
+                    return;
+                }
+                let body = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                // The body's last chunk comes after the terminator, as from a real server.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            }
+        }
+    })
+    .await;
+    let p = provider(&format!("http://{addr}/v1"), Duration::from_secs(5));
+    for _ in 0..3 {
+        let items: Vec<_> = p.chat_stream(&hello(), "m").await.unwrap().collect().await;
+        assert!(matches!(&items[..], [Ok(_)]), "{items:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
