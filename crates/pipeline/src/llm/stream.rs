@@ -5,14 +5,17 @@
 //! one, otherwise a continuation prompt). Whatever cannot be resumed ends with an error item,
 //! which the egress turns into an error event: a truncated stream never looks like a success.
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use providers::{ChunkStream, ErrorClass, ProviderError, StreamItem};
 use router::{Health, Plan, Target};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use wire::openai::{ChatChunk, ChatRequest, Message, Role};
 
 use super::{Ask, Opened, open_one, provider};
@@ -83,6 +86,60 @@ impl Progress {
     }
 }
 
+/// One timer per stream for the idle and total limits, pushed back only when it fires: a new
+/// timer per chunk would cost a timer-wheel insert and removal per chunk.
+struct Watch {
+    sleep: Pin<Box<Sleep>>,
+    last: Instant,
+    idle: Duration,
+    deadline: Instant,
+}
+
+enum Next {
+    Item(Option<Result<StreamItem, ProviderError>>),
+    Stalled,
+    PastDeadline,
+}
+
+impl Watch {
+    fn new(idle: Duration, deadline: Instant) -> Self {
+        let last = Instant::now();
+        Watch {
+            sleep: Box::pin(tokio::time::sleep_until((last + idle).min(deadline))),
+            last,
+            idle,
+            deadline,
+        }
+    }
+
+    async fn next(&mut self, rest: &mut ChunkStream) -> Next {
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(item) = rest.poll_next_unpin(cx) {
+                return Poll::Ready(Next::Item(item));
+            }
+            loop {
+                if self.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let now = Instant::now();
+                if now >= self.deadline {
+                    return Poll::Ready(Next::PastDeadline);
+                }
+                let due = (self.last + self.idle).min(self.deadline);
+                if now >= due {
+                    return Poll::Ready(Next::Stalled);
+                }
+                self.sleep.as_mut().reset(due);
+            }
+        })
+        .await;
+        if let Next::Item(Some(_)) = next {
+            self.last = Instant::now();
+        }
+        next
+    }
+}
+
 pub fn guard(target: Target, first: &StreamItem, rest: ChunkStream, r: Resume) -> ChunkStream {
     let mut progress = Progress::default();
     progress.note(first);
@@ -90,22 +147,22 @@ pub fn guard(target: Target, first: &StreamItem, rest: ChunkStream, r: Resume) -
         let mut rest = rest;
         let mut target = target;
         let mut broken: Vec<Target> = Vec::new();
+        let mut watch = Watch::new(r.idle, r.deadline);
         loop {
-            let wake = (Instant::now() + r.idle).min(r.deadline);
-            let err = match tokio::time::timeout_at(wake, rest.next()).await {
-                Ok(Some(Ok(item))) => {
+            let err = match watch.next(&mut rest).await {
+                Next::Item(Some(Ok(item))) => {
                     progress.note(&item);
                     yield Ok(item);
                     continue;
                 }
-                Ok(None) => return,
-                Ok(Some(Err(e))) => e,
-                Err(_) if Instant::now() >= r.deadline => ProviderError::new(
+                Next::Item(None) => return,
+                Next::Item(Some(Err(e))) => e,
+                Next::PastDeadline => ProviderError::new(
                     &target.provider,
                     ErrorClass::Timeout,
                     "the stream did not finish within the request's deadline",
                 ),
-                Err(_) => ProviderError::new(
+                Next::Stalled => ProviderError::new(
                     &target.provider,
                     ErrorClass::Timeout,
                     format!("the stream stalled for {} ms", r.idle.as_millis()),
@@ -129,6 +186,7 @@ pub fn guard(target: Target, first: &StreamItem, rest: ChunkStream, r: Resume) -
                     progress.note(&first);
                     target = t;
                     rest = s;
+                    watch.last = Instant::now();
                     yield Ok(first);
                 }
                 None => {
