@@ -121,24 +121,11 @@ fn times(mut r: FaultRule, n: usize) -> FaultRule {
 }
 
 fn status(code: u16, retry_after: Option<u64>) -> Fault {
-    match Fault::status(code) {
-        Fault::Status {
-            message,
-            code,
-            error_type,
-            retry_after_ms,
-            status,
-            ..
-        } => Fault::Status {
-            status,
-            retry_after,
-            message,
-            code,
-            error_type,
-            retry_after_ms,
-        },
-        other => other,
+    let mut f = Fault::status(code);
+    if let Fault::Status { retry_after: r, .. } = &mut f {
+        *r = retry_after;
     }
+    f
 }
 
 fn coded(code: u16, what: &str, message: &str) -> Fault {
