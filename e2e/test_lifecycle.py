@@ -468,6 +468,21 @@ def test_cli_provider_add_list_health_remove(stack, cli):
     assert r.returncode != 0
 
 
+def test_cli_provider_health_shows_the_routers_view_of_each_target(stack, cli, oai):
+    # One success and one 503 (retried, then answered) on openai/gpt-4o.
+    stack.fault({"kind": "status", "status": 503}, model="gpt-4o", vendor="openai")
+    for _ in range(2):
+        oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "tick"}])
+    h = cli("provider", "health", "openai")
+    assert h.returncode == 0, h.stdout + h.stderr
+    assert "target (last minute)" in h.stdout, h.stdout
+    row = next((l.split() for l in h.stdout.splitlines() if l.startswith("openai/gpt-4o ")), None)
+    assert row is not None, h.stdout
+    # target, circuit, requests, errors, 429s, p50, p95
+    assert row[1] == "closed" and int(row[2]) >= 3 and int(row[3]) >= 1, row
+    assert not any(l.startswith("claude/") for l in h.stdout.splitlines()), "filtered to one provider"
+
+
 def test_cli_provider_add_without_the_key_variable_fails_clearly(stack, cli):
     name = unique("lc-nokey")
     r = cli("provider", "add", "--name", name, "--kind", "openai", "--api-key-env", "LIFECYCLE_UNSET_VAR")
