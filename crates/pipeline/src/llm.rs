@@ -249,19 +249,30 @@ pub async fn complete(
     req: &ChatRequest,
     ask: &Ask,
 ) -> Result<Served<ChatOutput>, GatewayError> {
-    let ctx = ask.context(snap);
-    let out = router::execute(
-        &snap.table,
-        health,
-        &ask.plan(&ctx),
-        |t, _deadline, _caps| {
-            let p = provider(snap, &t);
-            async move { p?.chat(req, &t.model).await }
-        },
-    )
+    route(snap, health, ask, |t, _deadline, _caps| {
+        let p = provider(snap, &t);
+        async move { p?.chat(req, &t.model).await }
+    })
     .await
-    .map_err(|f| failed(&ask.model, f))?;
-    Ok(Served::from(out))
+    .map(Served::from)
+}
+
+/// The router over this request: rules read its context, a failure is settled (its attempts
+/// kept) and mapped to the one error table.
+async fn route<T, F, Fut>(
+    snap: &Snapshot,
+    health: &Health,
+    ask: &Ask,
+    call: F,
+) -> Result<Outcome<T>, GatewayError>
+where
+    F: FnMut(Target, Instant, router::Capabilities) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    let ctx = ask.context(snap);
+    router::execute(&snap.table, health, &ask.plan(&ctx), call)
+        .await
+        .map_err(|f| failed(&ask.model, f))
 }
 
 /// A stream whose first chunk has arrived, and the rest of it.
@@ -277,20 +288,13 @@ pub async fn open_stream(
 ) -> Result<Served<Opened>, GatewayError> {
     let policy = snap.table.policy_for(&ask.model).clone();
     let deadline = Instant::now() + policy.timeouts.total();
-    let ctx = ask.context(&snap);
-    let out = router::execute(
-        &snap.table,
-        &health,
-        &ask.plan(&ctx),
-        |t, _deadline, _caps| {
-            let p = provider(&snap, &t);
-            let req = &*req;
-            let first_token = policy.timeouts.first_token();
-            async move { open_one(&*p?, req, &t.model, first_token).await }
-        },
-    )
-    .await
-    .map_err(|f| failed(&ask.model, f))?;
+    let out = route(&snap, &health, &ask, |t, _deadline, _caps| {
+        let p = provider(&snap, &t);
+        let req = &*req;
+        let first_token = policy.timeouts.first_token();
+        async move { open_one(&*p?, req, &t.model, first_token).await }
+    })
+    .await?;
     let target = out.target.clone();
     let mut served = Served::from(out);
     let (first, rest) = served.value;
@@ -343,19 +347,12 @@ pub async fn embed(
     req: &EmbeddingsRequest,
     ask: &Ask,
 ) -> Result<Served<EmbeddingsResponse>, GatewayError> {
-    let ctx = ask.context(snap);
-    let out = router::execute(
-        &snap.table,
-        health,
-        &ask.plan(&ctx),
-        |t, _deadline, _caps| {
-            let p = provider(snap, &t);
-            let mut r = req.clone();
-            r.model = t.model;
-            async move { p?.embeddings(&r).await }
-        },
-    )
+    route(snap, health, ask, |t, _deadline, _caps| {
+        let p = provider(snap, &t);
+        let mut r = req.clone();
+        r.model = t.model;
+        async move { p?.embeddings(&r).await }
+    })
     .await
-    .map_err(|f| failed(&ask.model, f))?;
-    Ok(Served::from(out))
+    .map(Served::from)
 }
