@@ -124,18 +124,17 @@ async fn stream_reply(
     let requested = chat.model.clone();
     let render = move |served: Served<Opened>| -> (Bytestream, Served<()>) {
         let on_end = settle::on_stream_end(&served, &requested);
-        let provider = served.provider.clone();
-        let mut first_rest = None;
-        let served = served.map(|v| first_rest = Some(v));
-        let Some((first, rest)) = first_rest else {
-            return (Box::pin(futures::stream::empty()), served);
-        };
+        let ((first, rest), served) = served.split();
         let body: Bytestream = match format {
             Format::OpenAi { want_usage } => {
                 Box::pin(egress::openai(first, rest, want_usage, on_end))
             }
             Format::Anthropic => Box::pin(egress::anthropic(
-                first, rest, &requested, &provider, on_end,
+                first,
+                rest,
+                &requested,
+                &served.provider,
+                on_end,
             )),
         };
         (body, served)

@@ -46,16 +46,17 @@ impl<T> Served<T> {
         }
     }
 
-    /// The same route facts around another value.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
-        Served {
-            value: f(self.value),
+    /// The value, and the route facts without it (for the response headers).
+    pub fn split(self) -> (T, Served<()>) {
+        let facts = Served {
+            value: (),
             provider: self.provider,
             model: self.model,
             fallback: self.fallback,
             rule: self.rule,
             attempts: self.attempts,
-        }
+        };
+        (self.value, facts)
     }
 
     /// Upstream calls made (skipped targets not counted).

@@ -84,6 +84,9 @@ pub struct AttemptRecord {
     /// `None`: it succeeded (or was skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// Why a skipped target was not called (circuit open, cannot serve the request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<&'static str>,
     pub latency_ms: f64,
 }
 
@@ -163,7 +166,7 @@ where
     let route_name = primary.route.map_or(plan.model, |r| r.name.as_str());
 
     for target in ordered(&primary, health).targets(&primary.targets) {
-        let step = walk
+        let served = walk
             .visit(
                 &mut call,
                 health,
@@ -173,7 +176,7 @@ where
                 plan.after,
             )
             .await;
-        if let Some(v) = walk.settle(step, target, route_name) {
+        if let Some(v) = walk.settle(served, target, route_name) {
             return Ok(v);
         }
         // A refusal (context length, content policy) goes to its own chain, not to siblings.
@@ -209,15 +212,17 @@ where
             continue;
         };
         let next_name = next.route.map_or(name.as_str(), |r| r.name.as_str());
+        if let Some(reason) = next.caps.unfit(&plan.needs) {
+            for target in &next.targets {
+                walk.skip(target, next_name, Why::Unfit, reason);
+            }
+            continue;
+        }
         for target in ordered(&next, health).targets(&next.targets) {
             if walk.stopped() || walk.hops >= walk.policy.hops() {
                 break;
             }
-            if let Some(reason) = unfit(&next, &plan.needs) {
-                walk.skip(target, next_name, Why::Unfit, reason);
-                continue;
-            }
-            let step = walk
+            let served = walk
                 .visit(
                     &mut call,
                     health,
@@ -227,7 +232,7 @@ where
                     Some(c),
                 )
                 .await;
-            if let Some(v) = walk.settle(step, target, next_name) {
+            if let Some(v) = walk.settle(served, target, next_name) {
                 return Ok(v);
             }
         }
@@ -291,10 +296,6 @@ fn consumer_list_applies(c: ErrorClass) -> bool {
     c.retryable() || c == ErrorClass::ContextLength
 }
 
-fn unfit(r: &Resolved<'_>, needs: &Needs) -> Option<&'static str> {
-    r.caps.unfit(needs)
-}
-
 /// The route's targets in the order its strategy picks (open circuits last).
 fn ordered(r: &Resolved<'_>, health: &Health) -> balance::Order {
     let strategy = r.route.map(|r| r.strategy).unwrap_or_default();
@@ -305,12 +306,6 @@ fn ordered(r: &Resolved<'_>, health: &Health) -> balance::Order {
         Instant::now(),
         &mut rand::thread_rng(),
     )
-}
-
-enum Step<T> {
-    Served(T),
-    Failed,
-    Skipped,
 }
 
 struct Walk<'p> {
@@ -335,26 +330,25 @@ impl Walk<'_> {
                 .is_some_and(|e| e.class == ErrorClass::BadRequest)
     }
 
-    fn skip(&mut self, target: &Target, route: &str, why: Why, _reason: &str) {
-        self.attempts
-            .push(record(target, route, why, None, None, Duration::ZERO));
+    fn skip(&mut self, target: &Target, route: &str, why: Why, reason: &'static str) {
+        let mut r = record(target, route, why, None, None, Duration::ZERO);
+        r.skipped = Some(reason);
+        self.attempts.push(r);
     }
 
-    fn settle<T>(&mut self, step: Step<T>, target: &Target, route: &str) -> Option<Outcome<T>> {
-        match step {
-            Step::Served(value) => Some(Outcome {
-                value,
-                target: target.clone(),
-                route: route.to_string(),
-                fallback_reason: self.first_failure,
-                rule: self.rule.take(),
-                attempts: std::mem::take(&mut self.attempts),
-            }),
-            Step::Failed | Step::Skipped => None,
-        }
+    fn settle<T>(&mut self, served: Option<T>, target: &Target, route: &str) -> Option<Outcome<T>> {
+        served.map(|value| Outcome {
+            value,
+            target: target.clone(),
+            route: route.to_string(),
+            fallback_reason: self.first_failure,
+            rule: self.rule.take(),
+            attempts: std::mem::take(&mut self.attempts),
+        })
     }
 
-    /// One target: its attempts and the waits between them.
+    /// One target: its attempts and the waits between them; `None` when it did not serve (it
+    /// failed, was visited already, or its circuit is open).
     async fn visit<T, F, Fut>(
         &mut self,
         call: &mut F,
@@ -363,13 +357,13 @@ impl Walk<'_> {
         (route, caps): (&str, &Capabilities),
         first_why: Why,
         after: Option<ErrorClass>,
-    ) -> Step<T>
+    ) -> Option<T>
     where
         F: FnMut(Target, Instant, Capabilities) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
         if self.tried.iter().any(|t| t.same(target)) || self.hops >= self.policy.hops() {
-            return Step::Skipped;
+            return None;
         }
         // Held until the attempts are recorded: a half-open probe slot is freed on drop.
         let admission = health.admit(target, Instant::now());
@@ -382,7 +376,7 @@ impl Walk<'_> {
                     "the target is unavailable (circuit open after repeated failures)",
                 ));
             }
-            return Step::Skipped;
+            return None;
         }
         self.tried.push(target.clone());
         self.hops += 1;
@@ -418,7 +412,7 @@ impl Walk<'_> {
                     drop(admission);
                     self.attempts
                         .push(record(target, route, why, after, None, latency));
-                    return Step::Served(v);
+                    return Some(v);
                 }
                 Err(e) => {
                     health.record(target, latency, Some(e.class), Instant::now());
@@ -429,11 +423,9 @@ impl Walk<'_> {
                     let wait = self.policy.retry.next_delay(&e, made, jitter);
                     after = Some(e.class);
                     self.last = Some(e);
-                    let Some(wait) = wait else {
-                        return Step::Failed;
-                    };
+                    let wait = wait?;
                     if self.out_of_time || Instant::now() + wait >= self.deadline {
-                        return Step::Failed;
+                        return None;
                     }
                     tokio::time::sleep(wait).await;
                     why = Why::Retry;
@@ -459,6 +451,7 @@ fn record(
         after: after.map(ErrorClass::as_str),
         status: err.and_then(|e| e.status),
         error: err.map(|e| e.class.as_str()),
+        skipped: None,
         latency_ms: latency.as_secs_f64() * 1e3,
     }
 }

@@ -290,6 +290,14 @@ async fn a_fallback_that_cannot_serve_the_request_is_skipped() {
         .map(|a| a.provider.as_str())
         .collect();
     assert_eq!(unfit, ["b", "c"]);
+    let reasons: Vec<_> = o.attempts.iter().filter_map(|a| a.skipped).collect();
+    assert_eq!(
+        reasons,
+        [
+            "context window too small for the request",
+            "does not support tools"
+        ]
+    );
 }
 
 /// A health whose circuit for `provider`'s `smart-up` has opened.
