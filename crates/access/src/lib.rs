@@ -1,0 +1,14 @@
+//! Consumer access: who may call a gateway API, decided before any body is read.
+//!
+//! Map of the crate:
+//! - [`keys`]: the gateway key format (`gw_live_<random>`), generation, the SHA-256 digest that
+//!   is all the store keeps, the display prefix, and a cheap shape check that rejects garbage
+//!   before any lookup.
+//! - [`ip`]: allow/block lists of CIDRs and the client address (socket peer, or
+//!   `X-Forwarded-For` walked from the right past trusted proxies).
+//!
+//! Nothing here touches the store or HTTP types beyond header values: the data plane's edge
+//! composes these pieces with its key cache and the configuration snapshot.
+
+pub mod ip;
+pub mod keys;
