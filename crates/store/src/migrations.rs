@@ -17,12 +17,20 @@ struct Step {
     postgres: &'static str,
 }
 
-const STEPS: &[Step] = &[Step {
-    version: 1,
-    description: "config",
-    sqlite: include_str!("../migrations/sqlite/0001_config.sql"),
-    postgres: include_str!("../migrations/postgres/0001_config.sql"),
-}];
+const STEPS: &[Step] = &[
+    Step {
+        version: 1,
+        description: "config",
+        sqlite: include_str!("../migrations/sqlite/0001_config.sql"),
+        postgres: include_str!("../migrations/postgres/0001_config.sql"),
+    },
+    Step {
+        version: 2,
+        description: "access",
+        sqlite: include_str!("../migrations/sqlite/0002_access.sql"),
+        postgres: include_str!("../migrations/postgres/0002_access.sql"),
+    },
+];
 
 /// The migrator for `backend`, with every step in version order.
 pub(crate) fn migrator(backend: Backend) -> Migrator {
