@@ -78,3 +78,15 @@ pub(crate) fn require_name(name: &str, field: &str) -> Result<(), StoreError> {
         Ok(())
     }
 }
+
+/// One of a closed set of text values (a status, a role, an auth mode).
+pub(crate) fn require_one_of(value: &str, allowed: &[&str], field: &str) -> Result<(), StoreError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{field} must be one of {}",
+            allowed.join(", ")
+        )))
+    }
+}

@@ -18,6 +18,7 @@
 //! Data flows one way: callers hand in `*Input` values and get `*Record` values back; the store
 //! knows nothing of HTTP or of what the JSON columns mean. Every query uses bound parameters.
 
+pub mod apis;
 pub mod audit;
 mod columns;
 pub mod crypto;
@@ -28,6 +29,7 @@ pub mod models;
 pub mod providers;
 pub mod settings;
 
+pub use apis::{ApiInput, ApiRecord};
 pub use audit::{AuditInput, AuditRecord};
 pub use crypto::Cipher;
 pub use crypto::key_file::load_or_create_key_file;
