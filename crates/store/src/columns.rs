@@ -79,6 +79,24 @@ pub(crate) fn require_name(name: &str, field: &str) -> Result<(), StoreError> {
     }
 }
 
+/// A SHA-256 digest as the store keeps it: 64 lowercase hex characters.
+pub(crate) fn is_sha256_hex(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub(crate) fn require_sha256_hex(value: &str, field: &str) -> Result<(), StoreError> {
+    if is_sha256_hex(value) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{field} must be a SHA-256 digest in 64 lowercase hex characters"
+        )))
+    }
+}
+
 /// One of a closed set of text values (a status, a role, an auth mode).
 pub(crate) fn require_one_of(value: &str, allowed: &[&str], field: &str) -> Result<(), StoreError> {
     if allowed.contains(&value) {

@@ -21,9 +21,11 @@
 pub mod apis;
 pub mod audit;
 mod columns;
+pub mod consumers;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod keys;
 mod migrations;
 pub mod models;
 pub mod providers;
@@ -31,10 +33,12 @@ pub mod settings;
 
 pub use apis::{ApiInput, ApiRecord};
 pub use audit::{AuditInput, AuditRecord};
+pub use consumers::{ConsumerInput, ConsumerRecord};
 pub use crypto::Cipher;
 pub use crypto::key_file::load_or_create_key_file;
 pub use db::{Backend, Store};
 pub use error::StoreError;
+pub use keys::{KeyInput, KeyRecord, KeyView};
 pub use models::{ModelInput, ModelRecord};
 pub use providers::{ProviderInput, ProviderRecord, ProviderView};
 

@@ -5,6 +5,8 @@
 
 mod apis;
 mod audit;
+mod consumers;
+mod keys;
 mod migrations;
 mod models;
 mod providers;
