@@ -11,6 +11,11 @@
 //! - Repositories, each an `impl Store` block over one table: [`providers`] (keys encrypted at
 //!   rest), [`models`] (routes and aliases, JSON kept as `serde_json::Value`), [`settings`]
 //!   (including an atomic set-if-absent), [`audit`] (append-only admin log).
+//! - Access, the same way: [`apis`] (gateway APIs: a slug as the first path segment, its auth
+//!   mode and settings), [`consumers`] (who calls; found or created by an identity provider's
+//!   subject), [`keys`] (gateway keys stored as SHA-256 digests, with rotation, batched use
+//!   stamps and the `keys_changed_since` poll that keeps every instance's auth cache current)
+//!   and [`admin_tokens`] (admin API credentials with a role).
 //! - `columns`: the shared column conventions (uuid v7 text ids, unix-millisecond times, JSON
 //!   text, booleans on both backends).
 //! - [`error`]: [`StoreError`]; unique violations from either backend become `Conflict`.
@@ -18,6 +23,7 @@
 //! Data flows one way: callers hand in `*Input` values and get `*Record` values back; the store
 //! knows nothing of HTTP or of what the JSON columns mean. Every query uses bound parameters.
 
+pub mod admin_tokens;
 pub mod apis;
 pub mod audit;
 mod columns;
@@ -31,6 +37,7 @@ pub mod models;
 pub mod providers;
 pub mod settings;
 
+pub use admin_tokens::{AdminTokenInput, AdminTokenRecord};
 pub use apis::{ApiInput, ApiRecord};
 pub use audit::{AuditInput, AuditRecord};
 pub use consumers::{ConsumerInput, ConsumerRecord};

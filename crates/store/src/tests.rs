@@ -3,6 +3,7 @@
 //! one with `scripts/test-postgres.sh`). With `CI` set, a missing PostgreSQL URL fails the suite
 //! instead of skipping it.
 
+mod admin_tokens;
 mod apis;
 mod audit;
 mod consumers;

@@ -116,6 +116,7 @@ async fn injection_looking_and_malformed_hashes_are_just_not_found() -> TestResu
         ];
         for probe in probes {
             assert!(store.find_key_by_hash(probe).await?.is_none(), "{probe:?}");
+            assert!(store.find_admin_token_by_hash(probe).await?.is_none());
         }
         // Sixty-four characters, but not hex: still nothing.
         let sneaky = format!("{}' OR ''='", "a".repeat(55));
