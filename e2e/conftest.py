@@ -23,7 +23,6 @@ import httpx
 import openai
 import pytest
 
-from support import CONSUMER_KEY
 
 # Nothing here may go through a proxy: every address is on this machine.
 for _var in ("NO_PROXY", "no_proxy"):
@@ -127,6 +126,7 @@ class Stack:
     emu_key: str  # the key the gateway holds for every upstream
     admin_token: str
     workdir: Path
+    consumer_key: str = ""  # a gateway key created through the admin API once the gateway is up
     _http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, trust_env=False))
 
     # --- the emulator -------------------------------------------------------------------------
@@ -153,13 +153,13 @@ class Stack:
 
     # --- clients ------------------------------------------------------------------------------
     def openai(self, **kw) -> openai.OpenAI:
-        kw.setdefault("api_key", CONSUMER_KEY)
+        kw.setdefault("api_key", self.consumer_key)
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 30.0)
         return openai.OpenAI(base_url=f"{self.gateway_url}/v1", **kw)
 
     def anthropic(self, **kw) -> anthropic.Anthropic:
-        kw.setdefault("api_key", CONSUMER_KEY)
+        kw.setdefault("api_key", self.consumer_key)
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 30.0)
         # The Anthropic SDK adds /v1/messages itself.
@@ -231,6 +231,10 @@ def stack(request):
             "gateway", gateway, gw_log,
             lambda: s._http.get(f"{s.gateway_url}/readyz").status_code == 200,
         )
+        # The default API requires keys: the consumer every test speaks as.
+        r = s.admin("POST", "/admin/keys", json={"label": "e2e"})
+        assert r.status_code == 201, r.text
+        s.consumer_key = r.json()["key"]
         yield s
     finally:
         _stop(gateway)

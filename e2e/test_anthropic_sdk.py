@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from support import (
-    CONSUMER_KEY,
     LONG_PROMPT,
     PNG_1X1_B64,
     WEATHER_TOOL_ANTHROPIC,
@@ -174,7 +173,7 @@ def test_malformed_body_is_a_400_with_an_anthropic_error(stack, body):
     r = stack.http().post(
         f"{stack.gateway_url}/v1/messages",
         content=body,
-        headers={"content-type": "application/json", "x-api-key": CONSUMER_KEY, "anthropic-version": "2023-06-01"},
+        headers={"content-type": "application/json", "x-api-key": stack.consumer_key, "anthropic-version": "2023-06-01"},
     )
     assert r.status_code == 400, r.text
     j = r.json()
@@ -198,7 +197,7 @@ def test_fallback_through_the_messages_route(stack, claude):
 
 @every_kind
 def test_consumer_key_never_reaches_the_upstream(stack, kind):
-    client = stack.anthropic(api_key=CONSUMER_KEY, default_headers={"authorization": f"Bearer {CONSUMER_KEY}"})
+    client = stack.anthropic(api_key=stack.consumer_key, default_headers={"authorization": f"Bearer {stack.consumer_key}"})
     client.messages.create(model=kind.model, max_tokens=8, messages=user("who am i"))
     with client.messages.stream(model=kind.model, max_tokens=8, messages=user("who am i")) as s:
         s.get_final_message()
@@ -208,7 +207,7 @@ def test_consumer_key_never_reaches_the_upstream(stack, kind):
     for q in reqs:
         headers = header_dict(q["headers"])
         assert headers.get(name) == value, f"upstream {name} header: {headers.get(name)!r}"
-        leaked = sorted(k for k, v in headers.items() if CONSUMER_KEY in v)
+        leaked = sorted(k for k, v in headers.items() if stack.consumer_key in v)
         assert not leaked, f"consumer credential forwarded upstream in {leaked}"
 
 

@@ -66,6 +66,9 @@ class GatewayProcess:
         env.setdefault("GATEWAY_ADMIN_PORT", str(admin_port))
         env.setdefault("GATEWAY_BIND", HOST)
         env.setdefault("GATEWAY_LOG", "info")
+        # These tests are about the process; without a key of their own they use the dev-mode
+        # public default API (access has its own tests in test_access.py).
+        env.setdefault("GATEWAY_DEV", "1")
         self.url = f"http://{HOST}:{env['GATEWAY_PORT']}"
         self.admin_url = f"http://{HOST}:{env['GATEWAY_ADMIN_PORT']}"
         self.env = env

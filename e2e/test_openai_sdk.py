@@ -16,7 +16,6 @@ import openai
 import pytest
 
 from support import (
-    CONSUMER_KEY,
     LONG_PROMPT,
     PNG_1X1_B64,
     TIME_TOOL_OPENAI,
@@ -395,7 +394,7 @@ def test_malformed_body_is_a_400_with_an_openai_error(stack, body):
     r = stack.http().post(
         f"{stack.gateway_url}/v1/chat/completions",
         content=body,
-        headers={"content-type": "application/json", "authorization": f"Bearer {CONSUMER_KEY}"},
+        headers={"content-type": "application/json", "authorization": f"Bearer {stack.consumer_key}"},
     )
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/json")
@@ -411,7 +410,7 @@ def test_malformed_embeddings_body_is_a_400(stack):
     r = stack.http().post(
         f"{stack.gateway_url}/v1/embeddings",
         content=b'{"model": "text-embedding-3-small", "input": ',
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", "authorization": f"Bearer {stack.consumer_key}"},
     )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["type"] == "invalid_request_error"
@@ -471,7 +470,7 @@ def test_a_slow_first_token_is_kept_alive_and_the_sdk_reads_through_the_comments
     r = stack.http().post(
         f"{stack.gateway_url}/v1/chat/completions",
         json={"model": "gpt-4o", "messages": user("patience"), "stream": True},
-        headers={"authorization": f"Bearer {CONSUMER_KEY}"},
+        headers={"authorization": f"Bearer {stack.consumer_key}"},
     )
     assert r.status_code == 200
     assert ": keep-alive" in r.text
@@ -517,8 +516,8 @@ def test_a_bad_request_does_not_fall_back(stack, oai):
 @every_kind
 def test_consumer_credentials_never_reach_the_upstream(stack, kind):
     client = stack.openai(
-        api_key=CONSUMER_KEY,
-        default_headers={"x-api-key": CONSUMER_KEY, "api-key": CONSUMER_KEY, "x-goog-api-key": CONSUMER_KEY},
+        api_key=stack.consumer_key,
+        default_headers={"x-api-key": stack.consumer_key, "api-key": stack.consumer_key, "x-goog-api-key": stack.consumer_key},
     )
     client.chat.completions.create(model=kind.model, messages=user("who am i"))
     list(client.chat.completions.create(model=kind.model, messages=user("who am i"), stream=True))
@@ -528,9 +527,9 @@ def test_consumer_credentials_never_reach_the_upstream(stack, kind):
     for q in reqs:
         headers = header_dict(q["headers"])
         assert headers.get(name) == value, f"upstream {name} header: {headers.get(name)!r}"
-        leaked = {k: v for k, v in headers.items() if CONSUMER_KEY in v}
+        leaked = {k: v for k, v in headers.items() if stack.consumer_key in v}
         assert not leaked, f"consumer credential forwarded upstream in {sorted(leaked)}"
-        assert CONSUMER_KEY not in q["path"] and CONSUMER_KEY not in dumps(q["body"])
+        assert stack.consumer_key not in q["path"] and stack.consumer_key not in dumps(q["body"])
 
 
 @every_kind

@@ -10,5 +10,7 @@
 //! Nothing here touches the store or HTTP types beyond header values: the data plane's edge
 //! composes these pieces with its key cache and the configuration snapshot.
 
+pub mod api;
 pub mod ip;
+pub mod jwt;
 pub mod keys;

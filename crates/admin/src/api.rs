@@ -24,21 +24,25 @@ pub struct AdminState {
     /// The upstream client every provider of every snapshot shares.
     pub http: providers::http::Client,
     pub token_hash: [u8; 32],
+    /// The prefix of new gateway keys (`gw_live_` unless configured).
+    pub key_prefix: String,
+    /// Environment-given edge settings, applied to every snapshot.
+    pub edge: crate::catalog::EdgeSettings,
 }
 
 pub type Shared = Arc<AdminState>;
 
 /// Rebuilds the data-plane snapshot from the store and swaps it in; on failure the old one stays.
 pub async fn reload(s: &AdminState) -> Result<(), AdminError> {
-    let snap = snapshot_from_store(&s.store, &s.http).await?;
+    let snap = snapshot_from_store(&s.store, &s.http, &s.edge).await?;
     s.gateway.swap(snap);
     Ok(())
 }
 
-async fn audit(s: &AdminState, action: &str, target: &str, detail: Value) {
+pub(crate) async fn audit(s: &AdminState, action: &str, target: &str, detail: Value) {
     let detail = if detail.is_null() { json!({}) } else { detail };
     let entry = AuditInput {
-        actor: "admin".into(),
+        actor: crate::tokens::actor(),
         action: action.into(),
         target: Some(target.into()),
         detail,
@@ -49,7 +53,7 @@ async fn audit(s: &AdminState, action: &str, target: &str, detail: Value) {
 }
 
 /// Parses a request body; the error names the field (`strategy: unknown variant …`).
-fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, AdminError> {
+pub(crate) fn body<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, AdminError> {
     let de = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -154,7 +154,7 @@ pub struct DefError {
 }
 
 impl DefError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         DefError {
             path: path.into(),
             message: message.into(),
@@ -368,11 +368,21 @@ pub enum CatalogError {
     Invalid(#[from] DefError),
 }
 
+/// Edge settings that come from the process environment rather than the store.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeSettings {
+    /// `GATEWAY_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `GATEWAY_DEV=1`: the `default` API is public unless one is stored.
+    pub open_default: bool,
+}
+
 /// Builds the data-plane snapshot from what the store holds. A stored row that no longer
 /// validates fails the whole build, so a reload keeps the previous snapshot instead.
 pub async fn snapshot_from_store(
     store: &Store,
     http: &providers::http::Client,
+    edge: &EdgeSettings,
 ) -> Result<Snapshot, CatalogError> {
     let mut specs = Vec::new();
     for (i, r) in store.list_providers().await?.iter().enumerate() {
@@ -391,5 +401,17 @@ pub async fn snapshot_from_store(
     let mut snap = Snapshot::build(specs, routes, http);
     snap.monthly_spend_pct = settings.monthly_spend_pct;
     snap.circuit = settings.circuit;
+    if edge.open_default {
+        snap.publish(access::api::Api::new(
+            access::api::DEFAULT_API,
+            access::api::AuthMode::Public,
+        ));
+    }
+    // Stored APIs replace the built-in `default` (key-gated) when one is stored under that slug.
+    for r in store.list_apis().await? {
+        let def = crate::gateway_apis::ApiDef::from_record(&r)?;
+        snap.publish(def.check(&format!("apis.{}", def.slug))?);
+    }
+    snap.trusted_proxies = edge.trusted_proxies.clone();
     Ok(snap)
 }

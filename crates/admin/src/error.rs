@@ -10,6 +10,8 @@ use crate::catalog::{CatalogError, DefError};
 pub enum AdminError {
     #[error("A valid admin token is required (Authorization: Bearer <token>).")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -51,6 +53,11 @@ impl IntoResponse for AdminError {
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "invalid_admin_token",
+            ),
+            AdminError::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "insufficient_role",
             ),
             AdminError::NotFound(_) => {
                 (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")

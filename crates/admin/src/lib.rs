@@ -3,23 +3,28 @@
 //! - [`catalog`]: provider and model definitions (shared by the YAML file, this API and the CLI),
 //!   their validation, and the data-plane snapshot built from the store.
 //! - [`api`]: the REST handlers; every change is validated, stored, audited, then reloaded.
-//! - [`auth`]: the admin token (hashed at rest, compared in constant time).
+//! - [`auth`]: the bootstrap admin token (hashed at rest, compared in constant time);
+//!   [`tokens`]: issued admin tokens with roles (`admin`, `viewer`) and the middleware that
+//!   authenticates every request and names its actor for the audit log.
+//! - [`gateway_apis`]: gateway APIs (slug, auth mode, IP rules, JWT settings).
+//! - [`consumers`]: consumers and their gateway keys (shown once, revoked, rotated).
 //! - [`error`]: admin errors in the OpenAI error shape.
 //! - `openapi.json`: the API's OpenAPI 3.1 document, served at `/admin/openapi.json`.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod consumers;
 pub mod error;
+pub mod gateway_apis;
+pub mod tokens;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use api::{AdminState, reload};
 
@@ -46,10 +51,41 @@ pub fn app(state: Arc<AdminState>) -> Router {
             "/admin/models/{name}",
             get(get_model).put(put_model).delete(delete_model),
         )
+        .route(
+            "/admin/apis",
+            get(gateway_apis::list_apis).post(gateway_apis::create_api),
+        )
+        .route(
+            "/admin/apis/{slug}",
+            get(gateway_apis::get_api)
+                .put(gateway_apis::put_api)
+                .delete(gateway_apis::delete_api),
+        )
+        .route(
+            "/admin/consumers",
+            get(consumers::list_consumers).post(consumers::create_consumer),
+        )
+        .route(
+            "/admin/consumers/{id}",
+            get(consumers::get_consumer)
+                .put(consumers::put_consumer)
+                .delete(consumers::delete_consumer),
+        )
+        .route(
+            "/admin/keys",
+            get(consumers::list_keys).post(consumers::create_key),
+        )
+        .route("/admin/keys/{id}/revoke", post(consumers::revoke_key))
+        .route("/admin/keys/{id}/rotate", post(consumers::rotate_key))
+        .route(
+            "/admin/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/admin/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/admin/audit", get(list_audit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            require_token,
+            tokens::require_token,
         ));
     Router::new()
         .route("/admin/openapi.json", get(openapi))
@@ -64,18 +100,6 @@ pub fn app(state: Arc<AdminState>) -> Router {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-async fn require_token(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if auth::matches(t.trim(), &s.token_hash) => next.run(req).await,
-        _ => error::AdminError::Unauthorized.into_response(),
-    }
 }
 
 #[cfg(test)]

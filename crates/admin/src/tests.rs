@@ -24,6 +24,8 @@ async fn state() -> (Arc<AdminState>, tempfile::TempDir) {
         gateway: pipeline::Gateway::new(pipeline::Limits::default()),
         http: providers::http::client().unwrap_or_else(|e| panic!("{e}")),
         token_hash: auth::hash(TOKEN),
+        key_prefix: access::keys::DEFAULT_PREFIX.into(),
+        edge: crate::catalog::EdgeSettings::default(),
     });
     (s, dir)
 }

@@ -79,6 +79,10 @@ impl AdminClient {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::DELETE, path, None).await
     }

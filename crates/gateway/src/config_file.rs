@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use admin::catalog::{ModelDef, ProviderDef, RouterSettings};
+use admin::gateway_apis::ApiDef;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -18,6 +19,9 @@ pub struct ConfigFile {
     /// Circuit breaker policy and the spend figure routing rules read.
     #[serde(default)]
     pub router: Option<RouterSettings>,
+    /// Gateway APIs (`default` is the bare `/v1/...`; others are `/{slug}/v1/...`).
+    #[serde(default)]
+    pub apis: Vec<ApiDef>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,17 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
     }
     if let Some(r) = &cfg.router {
         r.check("router").map_err(|e| (e.path, e.message))?;
+    }
+    let mut slugs = HashSet::new();
+    for (i, a) in cfg.apis.iter().enumerate() {
+        let path = format!("apis[{i}]");
+        a.check(&path).map_err(|e| (e.path, e.message))?;
+        if !slugs.insert(a.slug.clone()) {
+            return Err((
+                format!("{path}.slug"),
+                format!("gateway API '{}' is defined twice", a.slug),
+            ));
+        }
     }
     let mut models = HashSet::new();
     for (i, m) in cfg.models.iter().enumerate() {

@@ -4,6 +4,7 @@
 //!   [`config_file`], [`settings`]).
 //! - Every other command talks to a running gateway's admin API ([`cli`]).
 
+mod access_cli;
 mod cli;
 mod config_file;
 mod serve;
@@ -51,6 +52,26 @@ enum Cmd {
     Model {
         #[command(subcommand)]
         cmd: ModelCmd,
+    },
+    /// Gateway keys: create (shown once), list, revoke, rotate.
+    Key {
+        #[command(subcommand)]
+        cmd: access_cli::KeyCmd,
+    },
+    /// Consumers: who calls your gateway APIs.
+    Consumer {
+        #[command(subcommand)]
+        cmd: access_cli::ConsumerCmd,
+    },
+    /// Gateway APIs: slug, auth mode, IP rules, JWT settings.
+    Api {
+        #[command(subcommand)]
+        cmd: access_cli::ApiCmd,
+    },
+    /// Admin tokens with roles (admin, viewer).
+    Token {
+        #[command(subcommand)]
+        cmd: access_cli::TokenCmd,
     },
 }
 
@@ -218,6 +239,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Cmd::Key { cmd } => access_cli::key(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Consumer { cmd } => {
+            access_cli::consumer(&cli::AdminClient::from_env()?, cmd).await?;
+        }
+        Cmd::Api { cmd } => access_cli::api(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Token { cmd } => access_cli::token(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Model { cmd } => {
             let c = cli::AdminClient::from_env()?;
             match cmd {

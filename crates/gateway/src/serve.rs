@@ -64,6 +64,9 @@ pub async fn apply_config_file(
     if let Some(r) = &cfg.router {
         r.save(store).await?;
     }
+    for a in &cfg.apis {
+        store.upsert_api(&a.to_input()?).await?;
+    }
     Ok((cfg.providers.len(), cfg.models.len()))
 }
 
@@ -92,17 +95,25 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         tracing::info!(file = %path.display(), providers = p, models = m, "config file applied");
     }
     let http = http_client()?;
-    let gateway = Gateway::new(Limits {
-        max_body_bytes: s.max_body_bytes,
-        sse_keepalive: s.sse_keepalive,
-    });
+    let gateway = Gateway::with_store(
+        Limits {
+            max_body_bytes: s.max_body_bytes,
+            sse_keepalive: s.sse_keepalive,
+        },
+        store.clone(),
+    );
     let admin_state = Arc::new(AdminState {
         store: store.clone(),
         gateway: gateway.clone(),
         http,
         token_hash: token.hash(),
+        key_prefix: s.key_prefix.clone(),
+        edge: admin::catalog::EdgeSettings {
+            trusted_proxies: s.trusted_proxies.clone(),
+            open_default: s.dev,
+        },
     });
-    let first = admin::catalog::snapshot_from_store(&store, &admin_state.http)
+    let first = admin::catalog::snapshot_from_store(&store, &admin_state.http, &admin_state.edge)
         .await
         .map_err(|e| match e {
             admin::catalog::CatalogError::Store(store::StoreError::Crypto(what)) => anyhow::anyhow!(
@@ -111,6 +122,8 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             other => anyhow::anyhow!("cannot load the configuration from the store: {other}"),
         })?;
     gateway.swap(first);
+    // Revoked and rotated keys leave this instance's cache within a second.
+    let key_watch = gateway.keys.watch();
 
     let data = tokio::net::TcpListener::bind((s.bind.as_str(), s.port))
         .await
@@ -132,7 +145,8 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         data.tap_io(|t| {
             let _ = t.set_nodelay(true);
         }),
-        pipeline::app(gateway),
+        pipeline::app(gateway.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(wait(stop_rx.clone()));
     let admin_srv = axum::serve(
@@ -162,6 +176,8 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         (a, b) = servers => {
             a?;
             b?;
+            key_watch.abort();
+            gateway.keys.close().await;
             store.close().await;
             Ok(())
         }

@@ -18,6 +18,12 @@ pub struct Settings {
     /// After this long without a first token a stream is committed and kept alive with SSE
     /// comments at this interval.
     pub sse_keepalive: std::time::Duration,
+    /// `GATEWAY_KEY_PREFIX`: the prefix of new gateway keys.
+    pub key_prefix: String,
+    /// `GATEWAY_TRUSTED_PROXIES`: CIDRs whose `X-Forwarded-For` entries are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `GATEWAY_DEV=1`.
+    pub dev: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -82,7 +88,28 @@ impl Settings {
                 ),
             },
         };
+        let key_prefix =
+            var("GATEWAY_KEY_PREFIX").unwrap_or_else(|| access::keys::DEFAULT_PREFIX.into());
+        access::keys::validate_prefix(&key_prefix)
+            .map_err(|e| anyhow::anyhow!("GATEWAY_KEY_PREFIX: {e}"))?;
+        let trusted_proxies = match var("GATEWAY_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(|c| {
+                    let c = c.trim();
+                    c.parse::<ipnet::IpNet>()
+                        .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .with_context(|| {
+                            format!("GATEWAY_TRUSTED_PROXIES: '{c}' is not a CIDR or address")
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
         let s = Settings {
+            key_prefix,
+            trusted_proxies,
+            dev: var("GATEWAY_DEV").is_some_and(|v| v == "1"),
             shutdown_grace,
             sse_keepalive,
             port: port("GATEWAY_PORT", 4080)?,

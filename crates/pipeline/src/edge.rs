@@ -1,4 +1,12 @@
-//! Edge layers: cheap, body-free work that every request gets.
+//! Edge layers: cheap, body-free work that every request gets: a request id, then [`auth`]
+//! (gateway API from the path, IP rules, the consumer's key or JWT through [`key_cache`] and
+//! [`jwt`]).
+
+pub mod auth;
+pub mod jwt;
+pub mod key_cache;
+
+pub use auth::{Caller, admit};
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -28,6 +28,17 @@ pub enum GatewayError {
     Upstream(ProviderError),
     #[error("The gateway is still loading its configuration.")]
     NotReady,
+    /// No credential, or one that is not a valid key or token. The message never echoes it.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed here (`code` says why: `ip_not_allowed`,
+    /// `key_scope`, `consumer_suspended`).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("No gateway API is published at `/{0}`.")]
+    ApiNotFound(String),
+    #[error("Credentials cannot be checked right now; retry shortly.")]
+    AuthUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -68,6 +79,26 @@ impl GatewayError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
                 "body_too_large".into(),
+            ),
+            E::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key".into(),
+            ),
+            E::Forbidden { code, .. } => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                (*code).to_string(),
+            ),
+            E::ApiNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "api_not_found".into(),
+            ),
+            E::AuthUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "auth_unavailable".into(),
             ),
             E::NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,

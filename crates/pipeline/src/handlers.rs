@@ -17,7 +17,7 @@ use crate::error::GatewayError;
 use crate::llm::{self, Ask, Opened, Served};
 use crate::settle;
 use crate::state::Gateway;
-use crate::{egress, embeddings};
+use crate::{edge, egress, embeddings};
 
 pub type Shared = Arc<Gateway>;
 
@@ -84,12 +84,14 @@ pub async fn chat_completions(
     req: Request,
 ) -> Result<Response, GatewayError> {
     ready(&gw)?;
+    let snap = gw.snapshot();
     let (parts, body) = req.into_parts();
+    let caller = edge::admit(&gw, &snap, &parts).await?;
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let chat: ChatRequest = parse(&body)?;
     validate_chat(&chat)?;
+    caller.check_model(&chat.model)?;
     let ask = Ask::chat(&chat, &parts.headers)?;
-    let snap = gw.snapshot();
     if chat.is_stream() {
         let want_usage = chat.include_usage();
         return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }).await;
@@ -176,14 +178,16 @@ pub async fn messages(State(gw): State<Shared>, req: Request) -> Response {
 
 async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayError> {
     ready(&gw)?;
+    let snap = gw.snapshot();
     let (parts, body) = req.into_parts();
+    let caller = edge::admit(&gw, &snap, &parts).await?;
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let m: MessagesRequest = parse(&body)?;
     let chat =
         chat_from_messages_request(&m).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
     validate_chat(&chat)?;
+    caller.check_model(&chat.model)?;
     let ask = Ask::chat(&chat, &parts.headers)?;
-    let snap = gw.snapshot();
     if chat.is_stream() {
         return stream_reply(&gw, snap, chat, ask, Format::Anthropic).await;
     }
@@ -201,12 +205,14 @@ pub async fn create_embeddings(
     req: Request,
 ) -> Result<Response, GatewayError> {
     ready(&gw)?;
+    let snap = gw.snapshot();
     let (parts, body) = req.into_parts();
+    let caller = edge::admit(&gw, &snap, &parts).await?;
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let e: EmbeddingsRequest = parse(&body)?;
     validate_embeddings(&e)?;
+    caller.check_model(&e.model)?;
     let ask = Ask::embeddings(&e, &parts.headers)?;
-    let snap = gw.snapshot();
     let mut served = llm::embed(&snap, &gw.health, &e, &ask).await?;
     if e.encoding_format.as_deref() == Some("base64") {
         embeddings::to_base64(&mut served.value);
@@ -217,9 +223,13 @@ pub async fn create_embeddings(
     Ok(with_route(json_bytes(bytes), &served))
 }
 
-/// `GET /v1/models`: aliases, then every model a provider lists, also as `provider/model`.
-pub async fn list_models(State(gw): State<Shared>) -> Response {
+/// `GET /v1/models`: aliases, then every model a provider lists, also as `provider/model`;
+/// for a key scoped to models, only those.
+pub async fn list_models(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
+    ready(&gw)?;
     let snap = gw.snapshot();
+    let (parts, _) = req.into_parts();
+    let caller = edge::admit(&gw, &snap, &parts).await?;
     let mut data: Vec<ModelEntry> = Vec::new();
     let entry = |id: String, owner: &str| ModelEntry {
         id,
@@ -238,11 +248,12 @@ pub async fn list_models(State(gw): State<Shared>) -> Response {
             data.push(entry(format!("{}/{m}", p.name), &p.name));
         }
     }
+    data.retain(|m| caller.check_model(&m.id).is_ok());
     let body = ModelList {
         object: "list".into(),
         data,
     };
-    json_bytes(serde_json::to_vec(&body).unwrap_or_default())
+    Ok(json_bytes(serde_json::to_vec(&body).unwrap_or_default()))
 }
 
 pub async fn healthz() -> Response {

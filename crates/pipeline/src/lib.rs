@@ -3,8 +3,12 @@
 //! A request runs these stages, in this order (stages of later issues are named where they will
 //! stand; each reads the request, writes the response or the context, and fails as noted):
 //!
-//! 1. **Edge** ([`edge`]): a request id on every response; the global body-size limit (413
-//!    before any parsing). Consumer auth, IP rules and plan checks join here.
+//! 1. **Edge** ([`edge`]): a request id on every response; the gateway API from the path
+//!    (`/v1/…` is `default`, `/{api}/v1/…` a named one: unknown → 404); the client address
+//!    (socket peer, or `X-Forwarded-For` past trusted proxies) against the API's IP rules (403);
+//!    the consumer's gateway key or JWT as the API's auth mode asks (401 missing/invalid/
+//!    revoked/expired, 403 out of scope or suspended) — all before the body is read. Then the
+//!    global body-size limit (413 before any parsing). Plan checks join here.
 //! 2. **Admission** ([`admission`]): the body is parsed once into the canonical request;
 //!    malformed JSON, wrong types, empty messages and upstream-choosing fields (`api_base`, …)
 //!    are refused with a 400 naming the field.
@@ -38,11 +42,16 @@ pub use state::{Gateway, Limits, Snapshot};
 /// The data-plane application.
 pub fn app(gw: Arc<Gateway>) -> Router {
     use handlers::*;
+    // Each route also under `/{api}/`: the handler reads the API from the path (edge::auth).
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/{api}/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
+        .route("/{api}/v1/messages", post(messages))
         .route("/v1/embeddings", post(create_embeddings))
+        .route("/{api}/v1/embeddings", post(create_embeddings))
         .route("/v1/models", get(list_models))
+        .route("/{api}/v1/models", get(list_models))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -6,8 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use access::api::{Api, AuthMode, DEFAULT_API};
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 use providers::{Provider, ProviderSpec};
+use store::Store;
+
+use crate::edge::key_cache::KeyCache;
 use router::{CircuitPolicy, Health, ProviderEntry, Route, RoutingTable};
 
 /// Everything a request reads of the configuration.
@@ -20,6 +25,10 @@ pub struct Snapshot {
     pub monthly_spend_pct: Option<f64>,
     /// Applied to the gateway's health when the snapshot goes live.
     pub circuit: CircuitPolicy,
+    /// Gateway APIs by slug; `default` serves the bare `/v1/...` paths.
+    pub apis: HashMap<String, Arc<Api>>,
+    /// Proxies whose `X-Forwarded-For` entries are believed (empty: the socket peer is the client).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Snapshot {
@@ -46,7 +55,17 @@ impl Snapshot {
             table: RoutingTable::new(entries, routes),
             monthly_spend_pct: None,
             circuit: CircuitPolicy::default(),
+            apis: HashMap::from([(
+                DEFAULT_API.to_string(),
+                Arc::new(Api::new(DEFAULT_API, AuthMode::Keys)),
+            )]),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// Publishes (or replaces) a gateway API.
+    pub fn publish(&mut self, api: Api) {
+        self.apis.insert(api.slug.clone(), Arc::new(api));
     }
 }
 
@@ -72,6 +91,10 @@ impl Default for Limits {
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub limits: Limits,
+    /// Gateway keys seen recently (filled from the store).
+    pub keys: Arc<KeyCache>,
+    /// Where consumers and keys live; `None` in tests of public APIs only.
+    pub store: Option<Store>,
     /// Health and circuit breakers per target: outlive configuration swaps.
     pub health: Arc<Health>,
     ready: AtomicBool,
@@ -83,9 +106,20 @@ impl Gateway {
     }
 
     pub fn with_health(limits: Limits, health: Arc<Health>) -> Arc<Gateway> {
+        Self::build(limits, health, None)
+    }
+
+    /// A gateway whose consumers and keys live in `store`.
+    pub fn with_store(limits: Limits, store: Store) -> Arc<Gateway> {
+        Self::build(limits, Arc::new(Health::default()), Some(store))
+    }
+
+    fn build(limits: Limits, health: Arc<Health>, store: Option<Store>) -> Arc<Gateway> {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             limits,
+            keys: Arc::new(KeyCache::new(store.clone())),
+            store,
             health,
             ready: AtomicBool::new(false),
         })

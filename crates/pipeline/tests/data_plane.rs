@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use access::api::{Api, AuthMode, DEFAULT_API};
 use pipeline::{Gateway, Limits, Snapshot};
 use providers::ProviderSpec;
 use router::{Fallbacks, Route, Target};
@@ -57,7 +58,10 @@ async fn start_with(max_body: usize, extra: Vec<ProviderSpec>) -> Env {
         max_body_bytes: max_body,
         ..Default::default()
     });
-    gw.swap(Snapshot::build(specs, routes, &http));
+    let mut snap = Snapshot::build(specs, routes, &http);
+    // Auth has its own suite (tests/edge_auth.rs); these are about the data plane itself.
+    snap.publish(Api::new(DEFAULT_API, AuthMode::Public));
+    gw.swap(snap);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));

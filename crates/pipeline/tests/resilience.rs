@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use access::api::{Api, AuthMode, DEFAULT_API};
 use pipeline::{Gateway, Limits, Snapshot};
 use providers::ProviderSpec;
 use router::{Capabilities, CircuitPolicy, Fallbacks, Health, Route, Target};
@@ -88,6 +89,7 @@ async fn start(setup: Setup) -> Env {
         setup.health,
     );
     let mut snap = Snapshot::build(specs, setup.routes, &http);
+    snap.publish(Api::new(DEFAULT_API, AuthMode::Public));
     snap.circuit = setup.circuit;
     snap.monthly_spend_pct = setup.monthly_spend_pct;
     gw.swap(snap);

@@ -1,0 +1,107 @@
+//! A gateway API as the edge sees it: its slug (the first path segment, `default` for the bare
+//! `/v1/...` paths), how consumers authenticate, and its IP rules. Stage settings of later
+//! stages join [`ApiSettings`]; unknown fields are refused so a typo never silently disables a
+//! rule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ip::IpRules;
+
+/// The API the bare `/v1/...` paths serve.
+pub const DEFAULT_API: &str = "default";
+
+/// How consumers of an API prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No credential: anyone who passes the IP rules.
+    Public,
+    /// A gateway key (`Authorization: Bearer gw_…` or `x-api-key`).
+    Keys,
+    /// The consumer's own JWT, verified against the API's JWKS.
+    Jwt,
+    /// Either.
+    KeysOrJwt,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Public => "public",
+            AuthMode::Keys => "keys",
+            AuthMode::Jwt => "jwt",
+            AuthMode::KeysOrJwt => "keys_or_jwt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuthMode> {
+        Some(match s {
+            "public" => AuthMode::Public,
+            "keys" => AuthMode::Keys,
+            "jwt" => AuthMode::Jwt,
+            "keys_or_jwt" => AuthMode::KeysOrJwt,
+            _ => return None,
+        })
+    }
+
+    pub fn accepts_keys(self) -> bool {
+        matches!(self, AuthMode::Keys | AuthMode::KeysOrJwt)
+    }
+
+    pub fn accepts_jwt(self) -> bool {
+        matches!(self, AuthMode::Jwt | AuthMode::KeysOrJwt)
+    }
+}
+
+/// What an API's stored `settings` object holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Checked before any authentication.
+    #[serde(default, skip_serializing_if = "IpRules::is_empty")]
+    pub ip: IpRules,
+    /// Required when the auth mode accepts JWTs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<crate::jwt::JwtConfig>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApiError {
+    #[error("auth: must be one of public, keys, jwt, keys_or_jwt")]
+    UnknownAuth,
+    #[error("settings.jwt: required when auth is {0}")]
+    MissingJwt(&'static str),
+    #[error("settings.jwt.{0}")]
+    Jwt(String),
+}
+
+/// A validated gateway API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Api {
+    pub slug: String,
+    pub auth: AuthMode,
+    pub settings: ApiSettings,
+    pub enabled: bool,
+}
+
+impl Api {
+    /// An enabled API with no IP rules.
+    pub fn new(slug: impl Into<String>, auth: AuthMode) -> Api {
+        Api {
+            slug: slug.into(),
+            auth,
+            settings: ApiSettings::default(),
+            enabled: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.auth.accepts_jwt() {
+            match &self.settings.jwt {
+                None => return Err(ApiError::MissingJwt(self.auth.as_str())),
+                Some(j) => j.validate().map_err(|e| ApiError::Jwt(e.to_string()))?,
+            }
+        }
+        Ok(())
+    }
+}
