@@ -270,15 +270,7 @@ pub async fn rotate_key(
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("key '{id}'")))?;
     let new = access::keys::generate(&s.key_prefix);
-    let input = KeyInput {
-        consumer_id: old.consumer_id.clone(),
-        label: old.label.clone(),
-        hash: hex::encode(new.hash),
-        prefix: new.display.clone(),
-        scopes: old.scopes.clone(),
-        expires_at: old.expires_at,
-        rpm: old.rpm,
-    };
+    let input = KeyInput::rotated_from(&old, hex::encode(new.hash), new.display.clone());
     let grace_ms = i64::try_from(grace.saturating_mul(1000)).unwrap_or(i64::MAX);
     let (rec, old) = s.store.rotate_key(&id, &input, grace_ms).await?;
     s.gateway.keys.evict_hex(&old.hash);
