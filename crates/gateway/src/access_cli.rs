@@ -137,9 +137,9 @@ pub fn parse_duration(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("'{s}' is not a duration like 30d, 12h or 90m"))?;
+    let Ok(n) = n.parse::<u64>() else {
+        bail!("'{s}' is not a duration like 30d, 12h or 90m");
+    };
     let mult = match unit {
         "s" | "" => 1,
         "m" => 60,
@@ -154,7 +154,9 @@ fn expires_at(v: &str) -> anyhow::Result<String> {
     if v.parse::<jiff::Timestamp>().is_ok() {
         return Ok(v.to_string());
     }
-    let secs = parse_duration(v)?;
+    let secs = parse_duration(v).with_context(|| {
+        format!("--expires: '{v}' is neither a duration (30d, 12h) nor an RFC 3339 time")
+    })?;
     let at = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(
             i64::try_from(secs).unwrap_or(i64::MAX),
