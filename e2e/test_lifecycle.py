@@ -648,7 +648,7 @@ def test_restart_with_another_encryption_key_fails_clearly_on_sqlite(stack, spaw
     ids=["malformed_key", "unsupported_database", "bad_port"],
 )
 def test_start_refuses_bad_settings(stack, spawn, tmp_path, setting, words):
-    env = own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN="gwa_lc_x", **setting)
+    env = own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN="gwa_lc_x_0123456789abcdef", **setting)
     assert_refuses_to_start(spawn(env, ready=False), *words)
 
 
@@ -656,7 +656,7 @@ def test_start_refuses_a_bad_config_file_without_showing_secrets(stack, spawn, t
     bad = tmp_path / "bad.yaml"
     bad.write_text(dict((c[0], c[1]) for c in BAD_CONFIGS)["unknown_kind_block"])  # line 8
     secret = "sk-start-secret-" + secrets.token_hex(8)
-    env = own_env(stack, tmp_path, config=False, GATEWAY_ADMIN_TOKEN="gwa_lc_x",
+    env = own_env(stack, tmp_path, config=False, GATEWAY_ADMIN_TOKEN="gwa_lc_x_0123456789abcdef",
                   GATEWAY_CONFIG=str(bad), **{SECRET_VAR: secret})
     err = assert_refuses_to_start(spawn(env, ready=False), f"{bad}:8: providers[1].kind:")
     assert secret not in err
@@ -667,7 +667,7 @@ def test_start_names_a_port_in_use(stack, spawn, tmp_path):
         holder.bind((HOST, 0))
         holder.listen()
         port = holder.getsockname()[1]
-        env = own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN="gwa_lc_x", GATEWAY_ADMIN_PORT=str(port))
+        env = own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN="gwa_lc_x_0123456789abcdef", GATEWAY_ADMIN_PORT=str(port))
         assert_refuses_to_start(spawn(env, ready=False), f"{HOST}:{port}", "in use")
 
 

@@ -26,6 +26,9 @@ pub struct AdminState {
     pub token_hash: [u8; 32],
     /// The prefix of new gateway keys (`gw_live_` unless configured).
     pub key_prefix: String,
+    /// The data directory whose `encryption.key` holds the keys, when they come from there
+    /// (not from `GATEWAY_ENCRYPTION_KEY`): key rotation then writes the new key to it.
+    pub key_file_dir: Option<std::path::PathBuf>,
     /// Environment-given edge settings, applied to every snapshot.
     pub edge: crate::catalog::EdgeSettings,
 }

@@ -33,6 +33,58 @@ impl TokenSetup {
     }
 }
 
+/// Shortest admin token accepted from the environment.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Tokens that appear in tutorials, default configs and breach lists.
+const WELL_KNOWN: &[&str] = &[
+    "admin",
+    "administrator",
+    "password",
+    "passw0rd",
+    "changeme",
+    "change-me",
+    "change_me",
+    "secret",
+    "token",
+    "test",
+    "testing",
+    "default",
+    "letmein",
+    "gateway",
+    "master",
+    "sk-1234",
+    "sk-admin",
+    "your-admin-token",
+    "your_admin_token",
+    "admin-token",
+    "qwerty",
+];
+
+/// Why an operator-chosen admin token is refused, if it is.
+pub fn weakness(token: &str) -> Option<&'static str> {
+    let t = token.trim();
+    if t.is_empty() {
+        return Some("is set but empty: unset it to have a token generated, or set a strong one");
+    }
+    let lower = t.to_ascii_lowercase();
+    let stem = lower.trim_end_matches(|c: char| c.is_ascii_digit() || c == '!');
+    if WELL_KNOWN.iter().any(|w| lower == *w || stem == *w) {
+        return Some("is a well-known default: set a random one (`openssl rand -hex 32`)");
+    }
+    if t.len() < MIN_TOKEN_LEN {
+        return Some("is shorter than 16 characters: set a random one (`openssl rand -hex 32`)");
+    }
+    let mut chars = t.chars();
+    let first = chars.next();
+    if chars.all(|c| Some(c) == first)
+        || t.bytes().collect::<std::collections::BTreeSet<_>>().len() < 6
+    {
+        return Some("has too few distinct characters: set a random one (`openssl rand -hex 32`)");
+    }
+    None
+}
+
 /// Resolves the admin token: the env token wins; otherwise the stored hash; otherwise a new token
 /// whose hash is stored only if no other instance stored one first.
 pub async fn setup(
@@ -74,6 +126,31 @@ pub fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_admin_tokens_are_refused() {
+        for weak in [
+            "",
+            "  ",
+            "admin",
+            "Admin123",
+            "changeme",
+            "password!",
+            "sk-1234",
+            "short-token",
+            "aaaaaaaaaaaaaaaaaaaa",
+            "abababababababababab",
+        ] {
+            assert!(weakness(weak).is_some(), "{weak:?} accepted");
+        }
+        for strong in [
+            random_token().as_str(),
+            "gwa_lc_x_0123456789abcdef",
+            "correct-horse-battery-staple",
+        ] {
+            assert_eq!(weakness(strong), None, "{strong:?} refused");
+        }
+    }
 
     #[test]
     fn only_the_right_token_matches() {

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod consumers;
 pub mod error;
 pub mod gateway_apis;
+pub mod secrets;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
             get(tokens::list_tokens).post(tokens::create_token),
         )
         .route("/admin/tokens/{id}/revoke", post(tokens::revoke_token))
+        .route("/admin/secrets/rotate-key", post(secrets::rotate_key))
         .route("/admin/audit", get(list_audit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -11,10 +11,20 @@ use super::*;
 const TOKEN: &str = "gwa_test";
 
 async fn state() -> (Arc<AdminState>, tempfile::TempDir) {
+    state_with(false).await
+}
+
+/// With `key_file`, the encryption key lives in the temporary directory's `encryption.key`.
+async fn state_with(key_file: bool) -> (Arc<AdminState>, tempfile::TempDir) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let (cipher, _) = store::Cipher::generate();
+    let cipher = if key_file {
+        let keys = store::load_or_create_key_file(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        store::Cipher::from_hex(&keys[0]).unwrap_or_else(|e| panic!("{e}"))
+    } else {
+        store::Cipher::generate().0
+    };
     let store = store::Store::connect(&url, cipher)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -25,6 +35,7 @@ async fn state() -> (Arc<AdminState>, tempfile::TempDir) {
         http: providers::http::client().unwrap_or_else(|e| panic!("{e}")),
         token_hash: auth::hash(TOKEN),
         key_prefix: access::keys::DEFAULT_PREFIX.into(),
+        key_file_dir: key_file.then(|| dir.path().to_path_buf()),
         edge: crate::catalog::EdgeSettings::default(),
     });
     (s, dir)
@@ -625,5 +636,88 @@ async fn viewer_tokens_only_read_and_revoked_tokens_stop_working() {
     assert_eq!(
         call(&s, "GET", "/admin/keys", None, Some(&viewer)).await.0,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn rotating_the_encryption_key_writes_a_new_key_and_reseals_provider_keys() {
+    let (s, dir) = state_with(true).await;
+    let p = json!({"name": "oai", "kind": "openai", "api_key": "sk-canary-rotate-123"});
+    assert!(
+        call(&s, "POST", "/admin/providers", Some(p), Some(TOKEN))
+            .await
+            .0
+            .is_success()
+    );
+    let before = store::load_or_create_key_file(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+
+    let (st, v, text) = call(&s, "POST", "/admin/secrets/rotate-key", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert_eq!(
+        (v["resealed"].as_u64(), v["generated"].as_bool()),
+        (Some(1), Some(true)),
+        "{text}"
+    );
+    let after = store::load_or_create_key_file(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[1], before[0], "the old key is kept after the new one");
+    assert_eq!(
+        v["key_id"].as_str(),
+        Some(
+            store::Cipher::from_hex(&after[0])
+                .map(|c| c.id())
+                .unwrap_or_default()
+                .as_str()
+        )
+    );
+
+    // The new key alone opens every provider key now.
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let only_new = store::Store::connect(
+        &url,
+        store::Cipher::from_hex(&after[0]).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rec = only_new
+        .get_provider("oai")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("gone"));
+    assert_eq!(
+        rec.api_key.as_ref().map(wire::secret::Secret::expose),
+        Some("sk-canary-rotate-123")
+    );
+    // This instance keeps serving: its snapshot and new writes use the new key.
+    assert_eq!(
+        call(&s, "GET", "/admin/providers/oai", None, Some(TOKEN))
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let (_, _, audit) = call(&s, "GET", "/admin/audit", None, Some(TOKEN)).await;
+    assert!(audit.contains("secrets.rotate_key"), "{audit}");
+    for k in after.iter().chain(before.iter()) {
+        assert!(
+            !audit.contains(k.as_str()) && !text.contains(k.as_str()),
+            "a key is in the audit or answer"
+        );
+    }
+    // A viewer may not rotate.
+    let (_, t, _) = call(
+        &s,
+        "POST",
+        "/admin/tokens",
+        Some(json!({"name": "v", "role": "viewer"})),
+        Some(TOKEN),
+    )
+    .await;
+    let viewer = t["token"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        call(&s, "POST", "/admin/secrets/rotate-key", None, Some(&viewer))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
     );
 }

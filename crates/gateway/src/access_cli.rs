@@ -132,6 +132,44 @@ pub enum TokenCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum SecretsCmd {
+    /// Re-encrypt every stored secret under a new key, with no downtime. With the key in the
+    /// data directory, a new key is generated and written there. With GATEWAY_ENCRYPTION_KEY,
+    /// first restart every instance with the new key in GATEWAY_ENCRYPTION_KEY and the old one
+    /// in GATEWAY_ENCRYPTION_KEY_PREVIOUS, then run this.
+    RotateKey,
+}
+
+pub async fn secrets(c: &AdminClient, cmd: SecretsCmd) -> anyhow::Result<()> {
+    match cmd {
+        SecretsCmd::RotateKey => {
+            let v = c.post("/admin/secrets/rotate-key", json!({})).await?;
+            println!(
+                "secrets sealed under key {}: {} re-encrypted",
+                s(&v, "key_id"),
+                v["resealed"].as_u64().unwrap_or(0)
+            );
+            if v["generated"].as_bool() == Some(true) {
+                eprintln!(
+                    "a new key was generated and written to the data directory's encryption.key"
+                );
+            }
+            let previous: Vec<&str> = v["previous_key_ids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !previous.is_empty() {
+                eprintln!(
+                    "older keys still accepted for reading: {} (remove them once every instance runs with the new key)",
+                    previous.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `30d`, `12h`, `90m`, `45s` as seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();

@@ -73,6 +73,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: access_cli::TokenCmd,
     },
+    /// Secrets at rest (provider keys): rotate the encryption key.
+    Secrets {
+        #[command(subcommand)]
+        cmd: access_cli::SecretsCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +250,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         }
         Cmd::Api { cmd } => access_cli::api(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Token { cmd } => access_cli::token(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Secrets { cmd } => access_cli::secrets(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Model { cmd } => {
             let c = cli::AdminClient::from_env()?;
             match cmd {

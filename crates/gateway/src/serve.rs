@@ -9,20 +9,45 @@ use admin::auth::{self, TokenSetup};
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use pipeline::{Gateway, Limits};
-use store::{Cipher, Store};
+use store::{Cipher, Keyring, Store};
 
 use crate::config_file;
 use crate::settings::Settings;
 
-/// Opens (and migrates) the store with the right encryption key.
+/// Where the encryption keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `GATEWAY_ENCRYPTION_KEY` (and `GATEWAY_ENCRYPTION_KEY_PREVIOUS`).
+    Env,
+    /// `encryption.key` in this data directory.
+    File(std::path::PathBuf),
+}
+
+fn cipher(hex: &str, var: &str) -> anyhow::Result<Cipher> {
+    Cipher::from_hex(hex).with_context(|| format!("{var} must be 64 hex characters (32 bytes)"))
+}
+
+/// Opens (and migrates) the store with the right encryption keys.
 pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
+    Ok(open_store_with_source(s).await?.0)
+}
+
+pub async fn open_store_with_source(s: &Settings) -> anyhow::Result<(Store, KeySource)> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create data dir {}", s.data_dir.display()))?;
-    let key_hex = match std::env::var("GATEWAY_ENCRYPTION_KEY")
-        .ok()
+    let env = |name: &str| std::env::var(name).ok().filter(|k| !k.trim().is_empty());
+    let previous: Vec<Cipher> = env("GATEWAY_ENCRYPTION_KEY_PREVIOUS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
         .filter(|k| !k.is_empty())
-    {
-        Some(k) => k,
+        .map(|k| cipher(k, "every key in GATEWAY_ENCRYPTION_KEY_PREVIOUS"))
+        .collect::<anyhow::Result<_>>()?;
+    let (ring, source) = match env("GATEWAY_ENCRYPTION_KEY") {
+        Some(k) => (
+            Keyring::new(cipher(k.trim(), "GATEWAY_ENCRYPTION_KEY")?, previous),
+            KeySource::Env,
+        ),
         None => {
             let file = store::crypto::key_file::key_file_path(&s.data_dir);
             if s.is_postgres() && !file.exists() {
@@ -30,17 +55,25 @@ pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
                     "GATEWAY_ENCRYPTION_KEY must be set when the store is PostgreSQL: every instance sharing it needs the same key"
                 );
             }
-            store::load_or_create_key_file(&s.data_dir)
-                .context("cannot load or create the encryption key file")?
+            let keys = store::load_or_create_key_file(&s.data_dir)
+                .context("cannot load or create the encryption key file")?;
+            let mut ciphers = keys
+                .iter()
+                .map(|k| cipher(k, "every line of encryption.key"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let primary = ciphers.remove(0);
+            ciphers.extend(previous);
+            (
+                Keyring::new(primary, ciphers),
+                KeySource::File(s.data_dir.clone()),
+            )
         }
     };
-    let cipher = Cipher::from_hex(key_hex.trim())
-        .context("GATEWAY_ENCRYPTION_KEY must be 64 hex characters (32 bytes)")?;
-    let store = Store::connect(&s.database_url, cipher)
+    let store = Store::connect(&s.database_url, ring)
         .await
         .context("cannot open the store")?;
     store.migrate().await.context("migrations failed")?;
-    Ok(store)
+    Ok((store, source))
 }
 
 /// Applies `GATEWAY_CONFIG` to the store: providers and models are created or replaced.
@@ -82,8 +115,12 @@ pub fn install_tls_provider() {
 }
 
 pub async fn start(s: Settings) -> anyhow::Result<()> {
-    let store = open_store(&s).await?;
-    let token = auth::setup(&store, std::env::var("GATEWAY_ADMIN_TOKEN").ok().as_deref()).await?;
+    let env_token = std::env::var("GATEWAY_ADMIN_TOKEN").ok();
+    if let Some(why) = env_token.as_deref().and_then(auth::weakness) {
+        bail!("GATEWAY_ADMIN_TOKEN {why}");
+    }
+    let (store, key_source) = open_store_with_source(&s).await?;
+    let token = auth::setup(&store, env_token.as_deref()).await?;
     if let TokenSetup::Generated { token, .. } = &token {
         // Shown once: only its hash is kept.
         eprintln!(
@@ -108,6 +145,10 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         http,
         token_hash: token.hash(),
         key_prefix: s.key_prefix.clone(),
+        key_file_dir: match &key_source {
+            KeySource::File(dir) => Some(dir.clone()),
+            KeySource::Env => None,
+        },
         edge: admin::catalog::EdgeSettings {
             trusted_proxies: s.trusted_proxies.clone(),
             open_default: s.dev,

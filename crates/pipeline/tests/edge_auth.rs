@@ -1,6 +1,10 @@
 //! The edge over real HTTP: gateway APIs from the path, IP rules before auth, gateway keys from
 //! a real SQLite store. Every rejection must happen before any upstream call, so each test
 //! checks that the emulator saw nothing.
+#![expect(
+    clippy::panic,
+    reason = "test code: a failed setup must fail the test loudly"
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -204,6 +208,9 @@ fn error_code<'a>(path: &str, v: &'a Value) -> &'a str {
     v["error"]["code"].as_str().unwrap_or("?")
 }
 
+/// What is presented, the headers, the status and error code expected.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
@@ -242,7 +249,7 @@ async fn every_route_refuses_bad_credentials_and_addresses_before_any_upstream_c
     for (method, path, body) in routes() {
         for slug in [DEFAULT_API, "team"] {
             let p = under(slug, path);
-            let matrix: [(&str, Vec<(&str, &str)>, u16, &str); 6] = [
+            let matrix: [Case; 6] = [
                 ("no key", vec![], 401, "invalid_api_key"),
                 (
                     "revoked key",

@@ -14,7 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::migrations;
-use crate::{Cipher, StoreError};
+use crate::{Keyring, StoreError};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -49,7 +49,7 @@ const POSTGRES_MAX_CONNECTIONS: u32 = 16;
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
-    pub(crate) cipher: Arc<Cipher>,
+    pub(crate) keys: Arc<arc_swap::ArcSwap<Keyring>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -63,7 +63,8 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens a pool for `sqlite://path?mode=rwc` (WAL, foreign keys, busy timeout) or
     /// `postgres://…`. Does not migrate: call [`Store::migrate`].
-    pub async fn connect(url: &str, cipher: Cipher) -> Result<Store, StoreError> {
+    pub async fn connect(url: &str, keys: impl Into<Keyring>) -> Result<Store, StoreError> {
+        let keys = keys.into();
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let options: AnyConnectOptions = url
@@ -97,7 +98,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
-            cipher: Arc::new(cipher),
+            keys: Arc::new(arc_swap::ArcSwap::from_pointee(keys)),
         })
     }
 

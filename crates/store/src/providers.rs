@@ -15,7 +15,9 @@ use wire::secret::Secret;
 use crate::columns::{
     bool_column, json_column, json_text, new_id, now_ms, require_name, require_object,
 };
-use crate::{Cipher, Store, StoreError};
+use std::sync::Arc;
+
+use crate::{Keyring, Store, StoreError};
 
 /// What the admin writes for a provider. `api_key: None` on an upsert keeps the stored key.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +143,7 @@ impl Store {
         input.validate()?;
         let id = new_id();
         let now = now_ms();
-        insert(&self.pool, &self.cipher, &id, input, now, false)
+        insert(&self.pool, &self.keys.load_full(), &id, input, now, false)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict(_) => {
@@ -183,12 +185,12 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             if let Some(existing) = existing {
-                update(&mut *tx, &self.cipher, &existing, input, now).await?;
+                update(&mut *tx, &self.keys.load_full(), &existing, input, now).await?;
                 id = Some(existing);
                 break;
             }
             let fresh = new_id();
-            if insert(&mut *tx, &self.cipher, &fresh, input, now, true).await? == 1 {
+            if insert(&mut *tx, &self.keys.load_full(), &fresh, input, now, true).await? == 1 {
                 id = Some(fresh);
                 break;
             }
@@ -203,7 +205,7 @@ impl Store {
             .bind(&id)
             .fetch_one(&mut *tx)
             .await?;
-        let record = from_row(&row, &self.cipher)?;
+        let record = from_row(&row, &self.keys.load_full())?;
         tx.commit().await?;
         Ok(record)
     }
@@ -213,7 +215,8 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| from_row(&r, &self.cipher)).transpose()
+        row.map(|r| from_row(&r, &self.keys.load_full()))
+            .transpose()
     }
 
     /// Every provider, highest priority first, then by name.
@@ -221,7 +224,9 @@ impl Store {
         let rows = sqlx::query(select_providers!("ORDER BY priority DESC, name ASC"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| from_row(r, &self.cipher)).collect()
+        rows.iter()
+            .map(|r| from_row(r, &self.keys.load_full()))
+            .collect()
     }
 
     /// Turns a provider on or off; [`StoreError::NotFound`] if there is none by that name.
@@ -240,7 +245,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => from_row(&row, &self.cipher),
+            Some(row) => from_row(&row, &self.keys.load_full()),
             None => Err(StoreError::NotFound(format!("provider {name}"))),
         }
     }
@@ -255,8 +260,46 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Re-seals every provider key under `ring`'s primary key in one write transaction, then
+    /// makes `ring` the store's keyring (`None`: the current ring, e.g. after a restart with a
+    /// new primary). Fails, changing nothing, if any stored key does not open with `ring`.
+    /// Returns how many keys were re-sealed.
+    pub async fn rotate_encryption(&self, ring: Option<Keyring>) -> Result<usize, StoreError> {
+        let ring = ring.map_or_else(|| self.keys.load_full(), Arc::new);
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query("SELECT id, api_key FROM providers WHERE api_key IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut resealed = 0;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let blob: Vec<u8> = row.try_get("api_key")?;
+            if ring.is_current(&blob) {
+                continue;
+            }
+            let aad = key_aad(&id);
+            let fresh = ring.seal(ring.open(&blob, &aad)?.expose(), &aad)?;
+            sqlx::query("UPDATE providers SET api_key = $2 WHERE id = $1")
+                .bind(&id)
+                .bind(fresh)
+                .execute(&mut *tx)
+                .await?;
+            resealed += 1;
+        }
+        tx.commit().await?;
+        self.keys.store(ring);
+        Ok(resealed)
+    }
+
+    /// The keys secrets are sealed and opened with.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keys.load_full()
+    }
+}
+
 fn sealed_key(
-    cipher: &Cipher,
+    cipher: &Keyring,
     id: &str,
     input: &ProviderInput,
 ) -> Result<Option<Vec<u8>>, StoreError> {
@@ -271,7 +314,7 @@ fn sealed_key(
 /// failing with a conflict.
 async fn insert<'e, E: Executor<'e, Database = Any>>(
     exec: E,
-    cipher: &Cipher,
+    cipher: &Keyring,
     id: &str,
     input: &ProviderInput,
     now: i64,
@@ -303,7 +346,7 @@ async fn insert<'e, E: Executor<'e, Database = Any>>(
 
 async fn update<'e, E: Executor<'e, Database = Any>>(
     exec: E,
-    cipher: &Cipher,
+    cipher: &Keyring,
     id: &str,
     input: &ProviderInput,
     now: i64,
@@ -326,7 +369,7 @@ async fn update<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-fn from_row(row: &AnyRow, cipher: &Cipher) -> Result<ProviderRecord, StoreError> {
+fn from_row(row: &AnyRow, cipher: &Keyring) -> Result<ProviderRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let blob: Option<Vec<u8>> = row.try_get("api_key")?;
     let api_key = blob.map(|b| cipher.open(&b, &key_aad(&id))).transpose()?;

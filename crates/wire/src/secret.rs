@@ -22,13 +22,13 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+        f.write_str("[REDACTED]")
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
+        f.write_str("[REDACTED]")
     }
 }
 
@@ -46,6 +46,7 @@ mod tests {
     fn never_prints_its_value() {
         let s = Secret::new("sk-live-123");
         assert!(!format!("{s:?} {s}").contains("sk-live"));
+        assert_eq!(format!("{s:?} {s}"), "[REDACTED] [REDACTED]");
         assert_eq!(s.expose(), "sk-live-123");
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Creation is atomic even with two instances starting together: the key is written to a private
 //! temporary file and hard-linked into place, which fails if the name exists; the loser reads the
-//! winner's key. A file is never overwritten, because losing the key loses every provider key.
+//! winner's key. Rotation ([`write_rotated`]) replaces the file atomically (write, fsync,
+//! rename) with the new key on the first line and the old keys on the lines after it, so a key
+//! is never lost: the file always holds every key some stored secret may still be sealed with.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -15,9 +17,10 @@ use crate::StoreError;
 /// The key file's name inside the data directory.
 pub const KEY_FILE_NAME: &str = "encryption.key";
 
-/// Returns the hex key stored in `dir/encryption.key`, creating the directory and a fresh key
-/// (mode 0600) if the file is absent. A present but malformed file is an error, never replaced.
-pub fn load_or_create_key_file(dir: &Path) -> Result<String, StoreError> {
+/// Returns the hex keys stored in `dir/encryption.key` (the primary first), creating the
+/// directory and a fresh key (mode 0600) if the file is absent. A present but malformed file is
+/// an error, never replaced.
+pub fn load_or_create_key_file(dir: &Path) -> Result<Vec<String>, StoreError> {
     let path = dir.join(KEY_FILE_NAME);
     match fs::read_to_string(&path) {
         Ok(text) => return validated(text),
@@ -34,7 +37,7 @@ pub fn load_or_create_key_file(dir: &Path) -> Result<String, StoreError> {
     // The temporary name is only a staging step; failing to remove it loses nothing.
     let _ = fs::remove_file(&tmp);
     match linked {
-        Ok(()) => Ok(key_hex),
+        Ok(()) => Ok(vec![key_hex]),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             validated(fs::read_to_string(&path).map_err(StoreError::KeyFile)?)
         }
@@ -47,10 +50,38 @@ pub fn key_file_path(dir: &Path) -> PathBuf {
     dir.join(KEY_FILE_NAME)
 }
 
-fn validated(text: String) -> Result<String, StoreError> {
-    let key_hex = text.trim().to_owned();
-    Cipher::from_hex(&key_hex)?;
-    Ok(key_hex)
+fn validated(text: String) -> Result<Vec<String>, StoreError> {
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if keys.is_empty() {
+        return Err(StoreError::Crypto("the encryption key file is empty"));
+    }
+    for k in &keys {
+        Cipher::from_hex(k)?;
+    }
+    Ok(keys)
+}
+
+/// Replaces `dir/encryption.key` with `keys` (the new primary first), atomically.
+pub fn write_rotated(dir: &Path, keys: &[String]) -> Result<(), StoreError> {
+    for k in keys {
+        Cipher::from_hex(k)?;
+    }
+    let tmp = dir.join(format!(
+        ".{KEY_FILE_NAME}.{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = write_private(&tmp, &keys.join("\n"))
+        .and_then(|()| fs::rename(&tmp, dir.join(KEY_FILE_NAME)))
+        .and_then(|()| fs::File::open(dir)?.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(StoreError::KeyFile)
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -80,7 +111,8 @@ mod tests {
         let first = load_or_create_key_file(&data)?;
         let second = load_or_create_key_file(&data)?;
         assert_eq!(first, second);
-        Cipher::from_hex(&first)?;
+        assert_eq!(first.len(), 1);
+        Cipher::from_hex(&first[0])?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -89,6 +121,33 @@ mod tests {
         }
         let leftovers = fs::read_dir(&data)?.count();
         assert_eq!(leftovers, 1, "only encryption.key remains");
+        Ok(())
+    }
+
+    #[test]
+    fn a_rotated_file_keeps_the_old_keys_after_the_new_one() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let first = load_or_create_key_file(dir.path())?;
+        let (_, new) = Cipher::generate();
+        let mut keys = vec![new.clone()];
+        keys.extend(first.iter().cloned());
+        write_rotated(dir.path(), &keys)?;
+        assert_eq!(load_or_create_key_file(dir.path())?, keys);
+        assert!(write_rotated(dir.path(), &["nope".into()]).is_err());
+        assert_eq!(
+            load_or_create_key_file(dir.path())?,
+            keys,
+            "a bad key is never written"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(key_file_path(dir.path()))?
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(fs::read_dir(dir.path())?.count(), 1, "no staging file left");
         Ok(())
     }
 

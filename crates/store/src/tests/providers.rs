@@ -3,7 +3,7 @@ use wire::secret::Secret;
 
 use super::{TestResult, backends};
 use crate::providers::key_aad;
-use crate::{ProviderInput, ProviderView, Store, StoreError};
+use crate::{Cipher, Keyring, ProviderInput, ProviderView, Store, StoreError};
 
 const KEY: &str = "sk-test-0123456789abcdef";
 
@@ -116,8 +116,12 @@ async fn api_key_is_encrypted_at_rest_and_decrypts_back() -> TestResult {
             "plaintext key found in the column on {:?}",
             store.backend()
         );
-        assert_eq!(blob.len(), 12 + KEY.len() + 16, "nonce, ciphertext, tag");
-        let opened = store.cipher.open(&blob, &key_aad(&record.id))?;
+        assert_eq!(
+            blob.len(),
+            5 + 12 + KEY.len() + 16,
+            "key id, nonce, ciphertext, tag"
+        );
+        let opened = store.keyring().open(&blob, &key_aad(&record.id))?;
         assert_eq!(opened.expose(), KEY);
 
         let keyless = store
@@ -314,6 +318,49 @@ async fn enabling_and_disabling_a_provider() -> TestResult {
             store.set_provider_enabled("missing", true).await,
             Err(StoreError::NotFound(_))
         ));
+    }
+    b.finish().await
+}
+
+#[tokio::test]
+async fn rotating_the_encryption_key_reseals_every_key_and_keeps_them_readable() -> TestResult {
+    let b = backends().await?;
+    for (store, url) in &b.stores {
+        for name in ["a", "b", "c"] {
+            store.upsert_provider(&azure(name)).await?;
+        }
+        store
+            .upsert_provider(&ProviderInput::new("local", "local"))
+            .await?;
+        let before = raw_key(store, "a").await?.ok_or("no key stored")?;
+        let old = store.keyring();
+        let (new, _) = Cipher::generate();
+        let next = old.rotated(new.clone());
+
+        // A ring that cannot open what is stored changes nothing.
+        let (stranger, _) = Cipher::generate();
+        assert!(
+            store
+                .rotate_encryption(Some(Keyring::from(stranger)))
+                .await
+                .is_err()
+        );
+        assert_eq!(raw_key(store, "a").await?, Some(before.clone()));
+        assert_eq!(store.keyring().primary_id(), old.primary_id());
+
+        assert_eq!(store.rotate_encryption(Some(next)).await?, 3);
+        assert_eq!(store.keyring().primary_id(), new.id());
+        let after = raw_key(store, "a").await?.ok_or("no key stored")?;
+        assert_ne!(after, before);
+        // Sealed under the new key alone: a store with only the new key reads every row.
+        let fresh = Store::connect(url, new.clone()).await?;
+        for name in ["a", "b", "c"] {
+            let p = fresh.get_provider(name).await?.ok_or("provider gone")?;
+            assert_eq!(p.api_key.as_ref().map(Secret::expose), Some(KEY));
+        }
+        // Running it again has nothing left to do.
+        assert_eq!(store.rotate_encryption(None).await?, 0);
+        fresh.close().await;
     }
     b.finish().await
 }
