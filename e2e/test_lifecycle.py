@@ -841,16 +841,56 @@ def test_shutdown_drains_an_in_flight_request_and_stops_accepting(stack, spawn, 
 # --- 6. secrets never in logs -------------------------------------------------------------------
 
 
+def _db_values(data_dir: Path):
+    """Every value of every table of every SQLite file under `data_dir`, as (table, bytes)."""
+    import sqlite3
+    for db in data_dir.glob("*.db"):
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for t in tables:
+                for row in con.execute(f'SELECT * FROM "{t}"'):
+                    for v in row:
+                        if isinstance(v, bytes):
+                            yield t, v
+                        elif v is not None:
+                            yield t, str(v).encode()
+        finally:
+            con.close()
+
+
 @pytest.mark.parametrize("level", ["debug", "trace"])
-def test_verbose_logs_never_contain_secrets(stack, spawn, tmp_path, level):
+def test_secret_canaries_appear_in_no_log_response_or_table(stack, spawn, tmp_path, level):
+    """Unique canaries as the admin token, the encryption key, provider keys and consumer keys,
+    at the most verbose log levels; then every log line, response body and header, and every
+    database value is searched for them."""
     admin_token = "gwa_lc_" + secrets.token_hex(16)
+    enc_key = secrets.token_hex(32)
     wrong_key = "sk-wrong-" + secrets.token_hex(16)
     cli_key = "sk-cli-" + secrets.token_hex(16)
-    gw = spawn(own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN=admin_token, GATEWAY_LOG=level))
-    oai = gw.openai()
+    seen: list[bytes] = []  # every response's status line, headers and body
+
+    def record(resp: httpx.Response) -> None:
+        resp.read()
+        seen.append(str(resp.status_code).encode() + b"\n"
+                    + b"\n".join(k + b": " + v for k, v in resp.headers.raw) + b"\n" + resp.content)
+
+    gw = spawn(own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN=admin_token, GATEWAY_LOG=level,
+                       GATEWAY_ENCRYPTION_KEY=enc_key, GATEWAY_DEV="0"))
+    admin = httpx.Client(base_url=gw.admin_url, trust_env=False, timeout=30,
+                         headers={"authorization": f"Bearer {admin_token}"}, event_hooks={"response": [record]})
+    r = admin.post("/admin/keys", json={"label": "canary"})
+    assert r.status_code == 201, r.text
+    consumer_key = r.json()["key"]
+    seen.pop()  # the one answer that shows the key, by design
+    r = admin.post("/admin/tokens", json={"name": "canary-viewer", "role": "viewer"})
+    viewer_token = r.json()["token"]
+    seen.pop()
+    oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=consumer_key, max_retries=0, timeout=30,
+                        http_client=httpx.Client(trust_env=False, event_hooks={"response": [record]}))
 
     # A provider with a wrong key, added through the admin API, and one through the CLI.
-    r = gw.admin("PUT", "/admin/providers/lc-bad", admin_token, json={
+    r = admin.put("/admin/providers/lc-bad", json={
         "name": "lc-bad", "kind": "openai_compatible", "base_url": f"{stack.emulator_url}/v1",
         "api_key": wrong_key, "models": ["lc-bad-model"]})
     assert r.status_code in (200, 201), r.text
@@ -858,6 +898,7 @@ def test_verbose_logs_never_contain_secrets(stack, spawn, tmp_path, level):
                     "--base-url", f"{stack.emulator_url}/v1", "--api-key-env", "LC_KEY",
                     env=base_env(GATEWAY_ADMIN_URL=gw.admin_url, GATEWAY_ADMIN_TOKEN=admin_token, LC_KEY=cli_key))
     assert r.returncode == 0, r.stderr
+    seen.append((r.stdout + r.stderr).encode())
 
     assert oai.chat.completions.create(model="gpt-4o", messages=user("hello")).choices
     assert oai.chat.completions.create(model="smart", messages=user("hello claude")).choices
@@ -871,20 +912,112 @@ def test_verbose_logs_never_contain_secrets(stack, spawn, tmp_path, level):
     assert failed.value.status_code in (401, 502), failed.value
     with pytest.raises(openai.APIStatusError):
         oai.chat.completions.create(model="lc-cli/gpt-4o", messages=user("rejected too"))
+    # Wrong consumer credentials, one of them a near miss of the real key.
+    for bad in (consumer_key[:-1] + "x", wrong_key, admin_token):
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{gw.url}/v1", api_key=bad, max_retries=0, timeout=30,
+                          http_client=httpx.Client(trust_env=False, event_hooks={"response": [record]})
+                          ).models.list()
     # An upstream error on a fallback path too.
     stack.fault({"kind": "status", "status": 401}, model="claude-sonnet-4-5")
     assert oai.chat.completions.create(model="smart", messages=user("fallback")).choices
-    assert gw.admin("GET", "/admin/providers/lc-bad/health", admin_token).json()["ok"] is False
-    assert gw.admin("GET", "/admin/health/providers", admin_token).status_code == 200
-    assert gw.admin("GET", "/admin/providers", "gwa_" + "2" * 64).status_code == 401
-    assert gw.admin("DELETE", "/admin/providers/lc-cli", admin_token).status_code == 204
+    assert admin.get("/admin/providers/lc-bad/health").json()["ok"] is False
+    for path in ("/admin/health/providers", "/admin/providers", "/admin/keys", "/admin/tokens",
+                 "/admin/consumers", "/admin/apis", "/admin/audit"):
+        assert admin.get(path).status_code == 200, path
+    assert admin.get("/admin/providers", headers={"authorization": "Bearer gwa_" + "2" * 64}).status_code == 401
+    assert admin.post("/admin/keys", json={"label": "x"}, headers={"authorization": f"Bearer {viewer_token}"}).status_code == 403
+    assert admin.post("/admin/secrets/rotate-key").status_code == 200
+    assert admin.delete("/admin/providers/lc-cli").status_code == 204
     assert gw.stop() == 0
 
     logs = gw.logs()
     assert level.upper() in logs, f"GATEWAY_LOG={level} logged nothing at that level"
     assert "lc-bad" in logs, "the failed upstream call was not logged at all"
-    for what, value in (("the upstream key", stack.emu_key), ("the wrong provider key", wrong_key),
-                        ("the CLI-added provider key", cli_key), ("the admin token", admin_token),
-                        ("the consumer's key", CONSUMER_KEY)):
+    canaries = (("the upstream key", stack.emu_key), ("the wrong provider key", wrong_key),
+                ("the CLI-added provider key", cli_key), ("the admin token", admin_token),
+                ("the viewer token", viewer_token), ("the consumer's key", consumer_key),
+                ("the encryption key", enc_key))
+    for what, value in canaries:
         where = [ln for ln in logs.splitlines() if value in ln]
         assert not where, f"{what} is in the gateway's logs:\n" + "\n".join(where[:5])
+        hits = [s[:300] for s in seen if value.encode() in s]
+        assert not hits, f"{what} is in a response: {hits[:2]}"
+        rows = [t for t, v in _db_values(tmp_path / "data") if value.encode() in v or value.encode().hex().encode() in v]
+        assert not rows, f"{what} is stored in the clear in table(s) {sorted(set(rows))}"
+    # The search looked at something: the answers, and the tables that hold the secrets' traces.
+    assert len(seen) > 20
+    assert {"providers", "gateway_keys", "admin_tokens", "audit_log"} <= {t for t, _ in _db_values(tmp_path / "data")}
+
+
+# --- 7. admin token strength and encryption-key rotation ---------------------------------------
+
+
+@pytest.mark.parametrize("token,words", [
+    ("", ["GATEWAY_ADMIN_TOKEN", "empty"]),
+    ("changeme", ["GATEWAY_ADMIN_TOKEN", "well-known"]),
+    ("sk-1234", ["GATEWAY_ADMIN_TOKEN", "well-known"]),
+    ("hunter2hunter", ["GATEWAY_ADMIN_TOKEN", "shorter than 16"]),
+], ids=["empty", "changeme", "sk-1234", "short"])
+def test_start_refuses_a_weak_admin_token(stack, spawn, tmp_path, token, words):
+    err = assert_refuses_to_start(spawn(own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN=token), ready=False), *words)
+    assert not (tmp_path / "data" / "gateway.db").exists() or token == "", "it opened the store first"
+    if token:
+        assert token not in err
+
+
+def _provider_via_admin(stack, gw, token):
+    r = gw.admin("PUT", "/admin/providers/rot", token, json={
+        "name": "rot", "kind": "openai_compatible", "base_url": f"{stack.emulator_url}/v1",
+        "api_key": stack.emu_key, "models": ["gpt-4o"]})
+    assert r.status_code in (200, 201), r.text
+
+
+def _asks(gw) -> bool:
+    r = gw.openai().chat.completions.create(model="rot/gpt-4o", messages=user("sealed"))
+    return r.choices[0].message.content == "Echo: sealed"
+
+
+def test_an_env_encryption_key_rotates_without_losing_provider_keys(stack, spawn, tmp_path):
+    token = "gwa_lc_" + secrets.token_hex(16)
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    env = lambda **k: own_env(stack, tmp_path, config=False, GATEWAY_ADMIN_TOKEN=token, **k)  # noqa: E731
+
+    gw = spawn(env(GATEWAY_ENCRYPTION_KEY=old))
+    _provider_via_admin(stack, gw, token)
+    assert _asks(gw)
+    assert gw.stop() == 0
+    # The new key alone cannot read what the old one sealed: start-up says so.
+    err = assert_refuses_to_start(spawn(env(GATEWAY_ENCRYPTION_KEY=new), ready=False))
+    assert another_key_hint(err), err
+    # Rolled out with the old key kept for reading, then everything re-sealed under the new one.
+    gw = spawn(env(GATEWAY_ENCRYPTION_KEY=new, GATEWAY_ENCRYPTION_KEY_PREVIOUS=old))
+    assert _asks(gw)
+    r = run_gateway("secrets", "rotate-key", env=base_env(GATEWAY_ADMIN_URL=gw.admin_url, GATEWAY_ADMIN_TOKEN=token))
+    assert r.returncode == 0, r.stderr
+    assert "1 re-encrypted" in r.stdout, r.stdout
+    assert old not in r.stdout + r.stderr and new not in r.stdout + r.stderr
+    assert _asks(gw)
+    assert gw.stop() == 0
+    # The old key can go.
+    gw = spawn(env(GATEWAY_ENCRYPTION_KEY=new))
+    assert _asks(gw)
+
+
+def test_a_key_file_encryption_key_rotates_while_serving(stack, spawn, tmp_path):
+    token = "gwa_lc_" + secrets.token_hex(16)
+    gw = spawn(own_env(stack, tmp_path, config=False, GATEWAY_ADMIN_TOKEN=token))
+    _provider_via_admin(stack, gw, token)
+    key_file = tmp_path / "data" / "encryption.key"
+    before = key_file.read_text().split()
+    r = run_gateway("secrets", "rotate-key", env=base_env(GATEWAY_ADMIN_URL=gw.admin_url, GATEWAY_ADMIN_TOKEN=token))
+    assert r.returncode == 0, r.stderr
+    after = key_file.read_text().split()
+    assert len(after) == 2 and after[1] == before[0] and after[0] != before[0]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert _asks(gw), "the running gateway stopped serving"
+    # A provider added after the rotation is sealed under the new key too.
+    assert gw.stop() == 0
+    key_file.write_text(after[0] + "\n")
+    gw = spawn(own_env(stack, tmp_path, config=False, GATEWAY_ADMIN_TOKEN=token))
+    assert _asks(gw), "a provider key was left under the old key"
