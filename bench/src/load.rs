@@ -43,7 +43,7 @@ impl Mode {
 pub struct Target {
     pub addr: SocketAddr,
     pub path: &'static str,
-    /// `Bearer …` for the emulator; none for the gateway.
+    /// `Bearer …`: the emulator's key, or a gateway key issued for the run.
     pub authorization: Option<String>,
     pub body: Bytes,
     pub mode: Mode,

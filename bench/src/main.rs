@@ -339,7 +339,10 @@ async fn run_scenario(
     load::wait_ready(gw.addr, "/readyz", READY_TIMEOUT)
         .await
         .with_context(|| format!("gateway stderr:\n{}", gw.log_tail()))?;
-    let gw_target = Target::chat(gw.addr, GATEWAY_MODEL, None, mode);
+    let key = Server::issue_key(gw.admin_port.unwrap_or(0))
+        .await
+        .with_context(|| format!("gateway stderr:\n{}", gw.log_tail()))?;
+    let gw_target = Target::chat(gw.addr, GATEWAY_MODEL, Some(format!("Bearer {key}")), mode);
     check(&gw_target).await.with_context(|| {
         format!(
             "the gateway's answer is wrong; its stderr:\n{}",

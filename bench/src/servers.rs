@@ -20,9 +20,13 @@ pub const EMU_KEY: &str = "bench-emulator-key";
 pub const GATEWAY_MODEL: &str = "bench-model";
 /// The upstream model the emulator is asked for directly.
 pub const UPSTREAM_MODEL: &str = "gpt-4o-mini";
+/// The gateway's admin token in every scenario.
+const ADMIN_TOKEN: &str = "bench-admin-token";
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The admin API's port (the gateway only).
+    pub admin_port: Option<u16>,
     pub pid: u32,
     child: Child,
     scratch: PathBuf,
@@ -58,23 +62,60 @@ impl Server {
         let config = scratch.join("bench.yaml");
         std::fs::write(&config, gateway_config(upstream))
             .context("cannot write the gateway config")?;
+        let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free port for the admin API")?
+            .port();
         let mut cmd = pinned(core, bin);
         cmd.arg("start")
             .env("GATEWAY_PORT", "0")
-            .env("GATEWAY_ADMIN_PORT", "0")
+            .env("GATEWAY_ADMIN_PORT", admin_port.to_string())
             .env("GATEWAY_BIND", "127.0.0.1")
             .env("GATEWAY_DATA_DIR", scratch.join("data"))
             .env("GATEWAY_CONFIG", &config)
             .env("GATEWAY_LOG", "warn")
-            .env("GATEWAY_ADMIN_TOKEN", "bench-admin-token")
+            .env("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("EMU_KEY", EMU_KEY)
             .env_remove("GATEWAY_DATABASE_URL")
             .env_remove("GATEWAY_DEV");
         // "gateway listening: data plane http://127.0.0.1:PORT/v1  admin http://…"
-        spawn("gateway", cmd, scratch, |line| {
+        let mut server = spawn("gateway", cmd, scratch, |line| {
             let rest = line.strip_prefix("gateway listening: data plane http://")?;
             rest.split_once("/v1").map(|(addr, _)| addr.to_string())
-        })
+        })?;
+        server.admin_port = Some(admin_port);
+        Ok(server)
+    }
+
+    /// Issues a gateway key through the admin API on `127.0.0.1:admin_port`: the bench calls the
+    /// gateway as a consumer does, so key auth is part of what it measures.
+    pub async fn issue_key(admin_port: u16) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"label":"bench"}"#;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
+            .await
+            .context("cannot reach the gateway's admin API")?;
+        let req = format!(
+            "POST /admin/keys HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut resp = Vec::new();
+        tokio::time::timeout(START_TIMEOUT, s.read_to_end(&mut resp))
+            .await
+            .context("the admin API did not answer")??;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, json) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        if !head.starts_with("HTTP/1.1 201") {
+            bail!("creating a gateway key failed: {head}");
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(json).context("the key answer is not JSON")?;
+        v["key"]
+            .as_str()
+            .map(str::to_string)
+            .context("the key answer has no key")
     }
 
     /// The last lines of the process's stderr, for error messages.
@@ -193,6 +234,7 @@ fn spawn(
     });
     let server = |addr| Server {
         addr,
+        admin_port: None,
         pid,
         child,
         scratch,
