@@ -6,6 +6,8 @@
 //!   before any lookup.
 //! - [`ip`]: allow/block lists of CIDRs and the client address (socket peer, or
 //!   `X-Forwarded-For` walked from the right past trusted proxies).
+//! - [`jwt`]: bring-your-own-JWT: the per-API [`jwt::JwtConfig`], JWKS parsing and the token
+//!   verifier (asymmetric algorithms only, signature before claims).
 //!
 //! Nothing here touches the store or HTTP types beyond header values: the data plane's edge
 //! composes these pieces with its key cache and the configuration snapshot.
@@ -14,3 +16,6 @@ pub mod api;
 pub mod ip;
 pub mod jwt;
 pub mod keys;
+
+#[cfg(test)]
+mod test_tokens;
