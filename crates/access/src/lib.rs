@@ -8,12 +8,15 @@
 //!   `X-Forwarded-For` walked from the right past trusted proxies).
 //! - [`jwt`]: bring-your-own-JWT: the per-API [`jwt::JwtConfig`], JWKS parsing and the token
 //!   verifier (asymmetric algorithms only, signature before claims).
+//! - [`jwks`]: the per-URL JWKS cache in front of the verifier (single-flight, rate-limited
+//!   refresh on unknown `kid`, last good set kept when the issuer is down).
 //!
 //! Nothing here touches the store or HTTP types beyond header values: the data plane's edge
 //! composes these pieces with its key cache and the configuration snapshot.
 
 pub mod api;
 pub mod ip;
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
 
