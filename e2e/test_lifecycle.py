@@ -69,6 +69,7 @@ class GatewayProcess:
         # These tests are about the process; without a key of their own they use the dev-mode
         # public default API (access has its own tests in test_access.py).
         env.setdefault("GATEWAY_DEV", "1")
+        env.setdefault("GATEWAY_EGRESS_ALLOW", "127.0.0.0/8")  # the emulator is on loopback
         self.url = f"http://{HOST}:{env['GATEWAY_PORT']}"
         self.admin_url = f"http://{HOST}:{env['GATEWAY_ADMIN_PORT']}"
         self.env = env
@@ -1021,3 +1022,22 @@ def test_a_key_file_encryption_key_rotates_while_serving(stack, spawn, tmp_path)
     key_file.write_text(after[0] + "\n")
     gw = spawn(own_env(stack, tmp_path, config=False, GATEWAY_ADMIN_TOKEN=token))
     assert _asks(gw), "a provider key was left under the old key"
+
+
+# --- 8. the egress guard -----------------------------------------------------------------------
+
+
+def test_without_an_egress_allow_list_a_loopback_provider_is_refused_before_connecting(stack, spawn, tmp_path):
+    gw = spawn(own_env(stack, tmp_path, GATEWAY_EGRESS_ALLOW=""))
+    with pytest.raises(openai.APIStatusError) as e:
+        gw.openai().chat.completions.create(model="gpt-4o", messages=user("where to?"))
+    assert e.value.status_code == 502, e.value
+    assert "egress" in e.value.message, e.value.message
+    assert "127.0.0.1" not in e.value.message, "the refused address is shown to the consumer"
+    assert not stack.upstream_requests(), "the emulator was reached"
+    assert "egress to 127.0.0.1" in gw.logs(), "the operator is not told which address was refused"
+
+
+def test_start_refuses_a_malformed_egress_allow_list(stack, spawn, tmp_path):
+    env = own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN="gwa_lc_x_0123456789abcdef", GATEWAY_EGRESS_ALLOW="10.0.0.0/33")
+    assert_refuses_to_start(spawn(env, ready=False), "GATEWAY_EGRESS_ALLOW", "10.0.0.0/33")

@@ -76,6 +76,7 @@ impl Server {
             .env("GATEWAY_LOG", "warn")
             .env("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("EMU_KEY", EMU_KEY)
+            .env("GATEWAY_EGRESS_ALLOW", "127.0.0.0/8")
             .env_remove("GATEWAY_DATABASE_URL")
             .env_remove("GATEWAY_DEV");
         // "gateway listening: data plane http://127.0.0.1:PORT/v1  admin http://…"

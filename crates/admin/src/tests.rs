@@ -32,7 +32,11 @@ async fn state_with(key_file: bool) -> (Arc<AdminState>, tempfile::TempDir) {
     let s = Arc::new(AdminState {
         store,
         gateway: pipeline::Gateway::new(pipeline::Limits::default()),
-        http: providers::http::client().unwrap_or_else(|e| panic!("{e}")),
+        http: providers::http::client(
+            providers::egress::EgressPolicy::parse_allow("127.0.0.0/8")
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
         token_hash: auth::hash(TOKEN),
         key_prefix: access::keys::DEFAULT_PREFIX.into(),
         key_file_dir: key_file.then(|| dir.path().to_path_buf()),

@@ -104,9 +104,11 @@ pub async fn apply_config_file(
 }
 
 /// The upstream client the data plane shares.
-pub fn http_client() -> anyhow::Result<providers::http::Client> {
+pub fn http_client(
+    egress: &providers::egress::EgressPolicy,
+) -> anyhow::Result<providers::http::Client> {
     install_tls_provider();
-    providers::http::client().context("cannot build the HTTP client")
+    providers::http::client(egress.clone()).context("cannot build the HTTP client")
 }
 
 /// One TLS provider for the process (ring); ignore "already installed" in tests.
@@ -131,7 +133,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         let (p, m) = apply_config_file(&store, path).await?;
         tracing::info!(file = %path.display(), providers = p, models = m, "config file applied");
     }
-    let http = http_client()?;
+    let http = http_client(&s.egress)?;
     let gateway = Gateway::with_store(
         Limits {
             max_body_bytes: s.max_body_bytes,
@@ -163,6 +165,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             other => anyhow::anyhow!("cannot load the configuration from the store: {other}"),
         })?;
     gateway.swap(first);
+    gateway.jwt.set_http(admin_state.http.clone());
     // Revoked and rotated keys leave this instance's cache within a second.
     let key_watch = gateway.keys.watch();
 

@@ -22,6 +22,8 @@ pub struct Settings {
     pub key_prefix: String,
     /// `GATEWAY_TRUSTED_PROXIES`: CIDRs whose `X-Forwarded-For` entries are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `GATEWAY_EGRESS_ALLOW`: private ranges outbound fetches may reach.
+    pub egress: providers::egress::EgressPolicy,
     /// `GATEWAY_DEV=1`.
     pub dev: bool,
 }
@@ -106,7 +108,12 @@ impl Settings {
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
+        let egress = providers::egress::EgressPolicy::parse_allow(
+            &var("GATEWAY_EGRESS_ALLOW").unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("GATEWAY_EGRESS_ALLOW: {e}"))?;
         let s = Settings {
+            egress,
             key_prefix,
             trusted_proxies,
             dev: var("GATEWAY_DEV").is_some_and(|v| v == "1"),

@@ -93,6 +93,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// Gateway keys seen recently (filled from the store).
     pub keys: Arc<KeyCache>,
+    /// JWKS and verified tokens of bring-your-own-JWT APIs.
+    pub jwt: crate::edge::jwt::JwtEdge,
     /// Where consumers and keys live; `None` in tests of public APIs only.
     pub store: Option<Store>,
     /// Health and circuit breakers per target: outlive configuration swaps.
@@ -119,6 +121,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             limits,
             keys: Arc::new(KeyCache::new(store.clone())),
+            jwt: crate::edge::jwt::JwtEdge::default(),
             store,
             health,
             ready: AtomicBool::new(false),

@@ -53,7 +53,11 @@ async fn start_with(max_body: usize, extra: Vec<ProviderSpec>) -> Env {
         smart,
         Route::new("gpt-4o", vec![Target::new("openai", "gpt-4o")]),
     ];
-    let http = providers::http::client().unwrap_or_else(|e| panic!("{e}"));
+    let http = providers::http::client(
+        providers::egress::EgressPolicy::parse_allow("127.0.0.0/8")
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let gw = Gateway::new(Limits {
         max_body_bytes: max_body,
         ..Default::default()

@@ -73,7 +73,11 @@ async fn store_in(dir: &tempfile::TempDir) -> Store {
 }
 
 fn snapshot(emu: &Emulator, apis: Vec<Api>, trusted: &str) -> Snapshot {
-    let http = providers::http::client().unwrap_or_else(|e| panic!("{e}"));
+    let http = providers::http::client(
+        providers::egress::EgressPolicy::parse_allow("127.0.0.0/8")
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut spec = ProviderSpec::build(
         "openai",
         "openai",

@@ -80,7 +80,11 @@ async fn start(setup: Setup) -> Env {
         spec("gem", "gemini", e.clone(), long),
         spec("short", "openai", format!("{e}/v1"), Duration::from_secs(1)),
     ];
-    let http = providers::http::client().unwrap_or_else(|e| panic!("{e}"));
+    let http = providers::http::client(
+        providers::egress::EgressPolicy::parse_allow("127.0.0.0/8")
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let gw = Gateway::with_health(
         Limits {
             sse_keepalive: setup.keepalive,

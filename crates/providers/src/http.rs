@@ -18,9 +18,10 @@ use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{self, connect::HttpConnector};
+use hyper_util::client::legacy;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::egress::{EgressPolicy, GuardedConnector, Refusal};
 use crate::error::{ErrorClass, ProviderError, retry_after};
 
 /// The body of every upstream request.
@@ -43,12 +44,84 @@ const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 /// of a request that was never written because a pooled connection had just closed.
 #[derive(Clone)]
 pub struct Client {
-    inner: legacy::Client<HttpsConnector<HttpConnector>, Body>,
+    inner: legacy::Client<HttpsConnector<GuardedConnector>, Body>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("http::Client")
+    }
+}
+
+/// Why a small GET ([`Client::get_limited`]) failed; never names a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("bad URL")]
+    Url,
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("could not connect")]
+    Connect,
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
+    #[error("answered HTTP {0} (redirects are never followed)")]
+    Status(u16),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the answer broke off")]
+    Body,
+}
+
+impl Client {
+    /// One GET for a small document (a JWKS): no redirects followed (a 3xx is an error), the
+    /// whole exchange within `timeout`, the body refused once it passes `max_bytes` (reading
+    /// stops there), anything but 2xx an error.
+    pub async fn get_limited(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Bytes, FetchError> {
+        let uri = Uri::try_from(url).map_err(|_| FetchError::Url)?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(FetchError::Url);
+        }
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .header(ACCEPT, JSON)
+            .body(Body::default())
+            .map_err(|_| FetchError::Url)?;
+        let call = async {
+            let resp =
+                self.inner
+                    .request(req)
+                    .await
+                    .map_err(|e| match find::<Refusal>(Some(&e)) {
+                        Some(r) => FetchError::Refused(r.clone()),
+                        None => FetchError::Connect,
+                    })?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(FetchError::Status(status.as_u16()));
+            }
+            let mut body = resp.into_body();
+            let mut out = bytes::BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| FetchError::Body)?;
+                if let Some(data) = frame.data_ref() {
+                    if out.len() + data.len() > max_bytes {
+                        return Err(FetchError::TooLarge(max_bytes));
+                    }
+                    out.extend_from_slice(data);
+                }
+            }
+            Ok(out.freeze())
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| FetchError::Timeout(timeout))?
     }
 }
 
@@ -59,8 +132,9 @@ pub enum BuildError {
 }
 
 /// Builds the client: HTTP/1.1 over TCP (`TCP_NODELAY`) or TLS (rustls, the process's crypto
-/// provider or ring, certificates checked against the platform's roots).
-pub fn client() -> Result<Client, BuildError> {
+/// provider or ring, certificates checked against the platform's roots), connecting only where
+/// `policy` allows (see [`crate::egress`]).
+pub fn client(policy: EgressPolicy) -> Result<Client, BuildError> {
     let crypto = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
@@ -70,10 +144,11 @@ pub fn client() -> Result<Client, BuildError> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    let mut tcp = HttpConnector::new();
-    tcp.enforce_http(false);
-    tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let tcp = GuardedConnector::new(policy, |tcp| {
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    });
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -310,6 +385,14 @@ fn find<'a, E: StdError + 'static>(mut e: Option<&'a (dyn StdError + 'static)>) 
 /// before answering are `Connect` (another attempt may succeed); a connect that timed out is
 /// `Timeout`. Messages name the kind only (no URL, no address).
 fn request_error(provider: &str, e: &legacy::Error) -> ProviderError {
+    if find::<Refusal>(Some(e)).is_some() {
+        // The address is in the operator's log (egress module), not in what the consumer sees.
+        return ProviderError::new(
+            provider,
+            ErrorClass::Connect,
+            "the upstream address is not allowed by the gateway's egress policy",
+        );
+    }
     let io = find::<std::io::Error>(Some(e));
     if io.is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
         return ProviderError::new(provider, ErrorClass::Timeout, "upstream connect timed out");

@@ -4,6 +4,8 @@
 //! - [`vendors`]: the table of OpenAI-compatible vendors (data, not code).
 //! - [`provider`]: the handle the data plane calls; dispatches on the wire format to
 //!   [`openai`] (OpenAI, Azure, every compatible vendor), [`anthropic`] or [`gemini`].
+//! - [`egress`]: the guard every outbound connection passes (public addresses only, unless
+//!   allow-listed; metadata never; the resolved address pinned).
 //! - [`http`]: the shared hyper client (no redirects, proxies or retries), each provider's
 //!   request parts built once ([`http::Upstream`]), error mapping.
 //! - [`events`]: the SSE events of a response body, with the stream idle bound.
@@ -13,6 +15,7 @@
 //! Adapters never touch the store: they get a `ProviderSpec` and a canonical request.
 
 pub mod anthropic;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod gemini;

@@ -21,7 +21,13 @@ fn provider(base: &str, timeout: Duration) -> Provider {
     let mut spec =
         ProviderSpec::build("up", "openai", Some(base), Some(Secret::new("sk-test"))).unwrap();
     spec.timeout = timeout;
-    Provider::new(spec, providers::http::client().unwrap())
+    Provider::new(
+        spec,
+        providers::http::client(
+            providers::egress::EgressPolicy::parse_allow("127.0.0.0/8").unwrap(),
+        )
+        .unwrap(),
+    )
 }
 
 fn hello() -> ChatRequest {
