@@ -76,6 +76,8 @@ pub struct Limits {
     /// alive with comments at this interval until it arrives, so proxies and clients with
     /// read timeouts do not give up.
     pub sse_keepalive: Duration,
+    /// How JWKS of bring-your-own-JWT APIs are fetched and refreshed.
+    pub jwks: access::jwks::CacheOptions,
 }
 
 impl Default for Limits {
@@ -84,6 +86,7 @@ impl Default for Limits {
             // Room for a few base64 images; larger bodies are refused before parsing.
             max_body_bytes: 20 * 1024 * 1024,
             sse_keepalive: Duration::from_secs(5),
+            jwks: access::jwks::CacheOptions::default(),
         }
     }
 }
@@ -117,11 +120,12 @@ impl Gateway {
     }
 
     fn build(limits: Limits, health: Arc<Health>, store: Option<Store>) -> Arc<Gateway> {
+        let jwks = limits.jwks;
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             limits,
             keys: Arc::new(KeyCache::new(store.clone())),
-            jwt: crate::edge::jwt::JwtEdge::default(),
+            jwt: crate::edge::jwt::JwtEdge::new(jwks),
             store,
             health,
             ready: AtomicBool::new(false),

@@ -26,24 +26,24 @@ const MEMO_TTL: Duration = Duration::from_secs(60);
 /// Entries per memo; past it the memo starts over (a flood of distinct tokens costs signatures,
 /// not memory).
 const MEMO_MAX: usize = 50_000;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// Fetches JWKS documents with the gateway's upstream client (egress guard, no redirects).
-#[derive(Default)]
 pub struct HttpFetch {
     http: ArcSwapOption<providers::http::Client>,
+    timeout: Duration,
+    max_bytes: usize,
 }
 
 impl Fetch for HttpFetch {
     fn fetch(&self, url: &str) -> FetchFuture {
         let http = self.http.load_full();
         let url = url.to_string();
+        let (timeout, max_bytes) = (self.timeout, self.max_bytes);
         Box::pin(async move {
             let Some(http) = http else {
                 return Err("no HTTP client configured".to_string());
             };
-            http.get_limited(&url, FETCH_TIMEOUT, MAX_JWKS_BYTES)
+            http.get_limited(&url, timeout, max_bytes)
                 .await
                 .map(|b| b.to_vec())
                 .map_err(|e| e.to_string())
@@ -71,9 +71,19 @@ pub struct JwtEdge {
 
 impl Default for JwtEdge {
     fn default() -> JwtEdge {
-        let fetch = Arc::new(HttpFetch::default());
+        JwtEdge::new(CacheOptions::default())
+    }
+}
+
+impl JwtEdge {
+    pub fn new(options: CacheOptions) -> JwtEdge {
+        let fetch = Arc::new(HttpFetch {
+            http: ArcSwapOption::empty(),
+            timeout: options.fetch_timeout,
+            max_bytes: options.max_bytes,
+        });
         JwtEdge {
-            jwks: JwksCache::new(fetch.clone(), CacheOptions::default()),
+            jwks: JwksCache::new(fetch.clone(), options),
             fetch,
             verified: Mutex::default(),
             consumers: Mutex::default(),
