@@ -529,6 +529,22 @@ async fn gateway_apis_are_validated_and_reach_the_data_plane() {
         (json!({"slug": "x", "auth": "maybe"}), "auth"),
         (json!({"slug": "x", "auth": "jwt"}), "jwt"),
         (json!({"slug": "x", "ip": {"allow": ["10.0.0.0/33"]}}), "ip"),
+        (
+            json!({"slug": "x", "auth": "jwt", "jwt": {"jwks_url": "file:///etc/keys",
+                   "issuer": "https://id.example.com", "audience": "gw"}}),
+            "jwks_url",
+        ),
+        (
+            json!({"slug": "x", "auth": "jwt", "jwt": {"jwks_url": "https://id.example.com/k",
+                   "issuer": "https://id.example.com", "audience": "gw",
+                   "algorithms": ["HS256"]}}),
+            "HS256",
+        ),
+        (
+            json!({"slug": "x", "auth": "jwt", "jwt": {"jwks_url": "https://id.example.com/k",
+                   "issuer": "https://id.example.com", "audience": "gw", "leeway_secs": 3600}}),
+            "leeway",
+        ),
     ] {
         let (st, v, text) = call(&s, "POST", "/admin/apis", Some(body.clone()), Some(TOKEN)).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {text}");
@@ -554,6 +570,30 @@ async fn gateway_apis_are_validated_and_reach_the_data_plane() {
     assert_eq!(
         s.gateway.snapshot().apis.get("support").map(|a| a.auth),
         Some(access::api::AuthMode::Keys)
+    );
+    // A JWT API: its settings are stored and published as given.
+    let jwt = json!({"jwks_url": "https://id.example.com/.well-known/jwks.json",
+                     "issuer": "https://id.example.com", "audience": ["gw", "gw2"],
+                     "algorithms": ["ES256", "RS256"], "consumer_claim": "org.user_id"});
+    let (st, v, text) = call(
+        &s,
+        "POST",
+        "/admin/apis",
+        Some(json!({"slug": "partner", "auth": "keys_or_jwt", "jwt": jwt})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    assert_eq!(v["jwt"]["consumer_claim"], "org.user_id", "{text}");
+    let snap = s.gateway.snapshot();
+    let published = snap
+        .apis
+        .get("partner")
+        .and_then(|a| a.settings.jwt.clone())
+        .map(|j| (j.audience, j.algorithms.len()));
+    assert_eq!(
+        published,
+        Some((vec!["gw".to_string(), "gw2".to_string()], 2))
     );
     let (st, _, _) = call(&s, "DELETE", "/admin/apis/support", None, Some(TOKEN)).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
