@@ -138,6 +138,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         Limits {
             max_body_bytes: s.max_body_bytes,
             sse_keepalive: s.sse_keepalive,
+            ..Limits::default()
         },
         store.clone(),
     );
