@@ -26,6 +26,7 @@
 pub mod admin_tokens;
 pub mod apis;
 pub mod audit;
+pub mod billing;
 mod columns;
 pub mod consumers;
 pub mod crypto;
@@ -40,6 +41,10 @@ pub mod settings;
 pub use admin_tokens::{AdminTokenInput, AdminTokenRecord};
 pub use apis::{ApiInput, ApiRecord};
 pub use audit::{AuditInput, AuditRecord};
+pub use billing::{
+    Credit, LedgerEntry, PeriodUsage, PlanRecord, PlanSpan, Recorded, Settled, SubscriptionRecord,
+    UsageInput, UsageLine, UsageRecord, WalletRecord,
+};
 pub use consumers::{ConsumerInput, ConsumerRecord};
 pub use crypto::key_file::{load_or_create_key_file, write_rotated as write_rotated_key_file};
 pub use crypto::{Cipher, Keyring};

@@ -30,6 +30,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0002_access.sql"),
         postgres: include_str!("../migrations/postgres/0002_access.sql"),
     },
+    Step {
+        version: 3,
+        description: "billing",
+        sqlite: include_str!("../migrations/sqlite/0003_billing.sql"),
+        postgres: include_str!("../migrations/postgres/0003_billing.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.

@@ -6,6 +6,7 @@
 mod admin_tokens;
 mod apis;
 mod audit;
+mod billing;
 mod consumers;
 mod keys;
 mod migrations;

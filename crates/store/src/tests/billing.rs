@@ -1,0 +1,461 @@
+use billing::{Plan, Price, WalletUnit};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::{TestResult, backends};
+use crate::{Cipher, ConsumerInput, Recorded, Store, StoreError, UsageInput};
+
+fn plan(v: serde_json::Value) -> Plan {
+    serde_json::from_value(v).unwrap()
+}
+
+async fn consumer(store: &Store, name: &str) -> TestResult<String> {
+    Ok(store.create_consumer(&ConsumerInput::new(name)).await?.id)
+}
+
+/// The ledger invariant: balance = Σ credits − Σ settles, reserved = Σ live holds.
+async fn assert_ledger_sums(store: &Store, consumer: &str, unit: WalletUnit) -> TestResult {
+    let w = store.wallet(consumer, unit).await?;
+    let mut expected = 0;
+    for e in store
+        .ledger(consumer)
+        .await?
+        .into_iter()
+        .filter(|e| e.unit == unit)
+    {
+        match e.kind.as_str() {
+            "top_up" | "refund" => expected += e.amount,
+            "settle" => expected -= e.amount,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        w.balance,
+        expected,
+        "{:?}: balance vs ledger",
+        store.backend()
+    );
+    assert_eq!(w.reserved, store.reserved_total(consumer, unit).await?);
+    assert!(w.balance >= 0 && w.reserved <= w.balance);
+    Ok(())
+}
+
+#[tokio::test]
+async fn plans_are_validated_and_not_deleted_while_used() -> TestResult {
+    let b = backends().await?;
+    for store in b.iter() {
+        let p = store
+            .create_plan(
+                "support",
+                "starter",
+                &plan(json!({"kind": "free", "allowance_tokens": 1000})),
+            )
+            .await?;
+        assert_eq!(store.get_plan(&p.id).await?.as_ref(), Some(&p));
+        let dup = store
+            .create_plan(
+                "support",
+                "starter",
+                &plan(json!({"kind": "free", "allowance_tokens": 5})),
+            )
+            .await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+        let bad = store
+            .create_plan("support", "x", &plan(json!({"kind": "metered"})))
+            .await;
+        assert!(
+            matches!(&bad, Err(StoreError::Invalid(m)) if m.contains("overage")),
+            "{bad:?}"
+        );
+        assert_eq!(store.list_plans(Some("support")).await?.len(), 1);
+        assert_eq!(store.list_plans(Some("other")).await?.len(), 0);
+        assert_eq!(store.list_plans(None).await?.len(), 1);
+
+        let pro = store
+            .create_plan(
+                "support",
+                "pro",
+                &plan(
+                    json!({"kind": "flat", "allowance_tokens": 100000, "price_micros": 20000000}),
+                ),
+            )
+            .await?;
+        let c = consumer(store, "acme").await?;
+        let s1 = store.subscribe(&c, &p.id).await?;
+        assert_eq!(
+            (s1.api.as_str(), s1.plan_id.as_str()),
+            ("support", p.id.as_str())
+        );
+        // Changing plan keeps the subscription and its anchor, records the change.
+        let s2 = store.subscribe(&c, &pro.id).await?;
+        assert_eq!(
+            (s2.id.as_str(), s2.anchor_at),
+            (s1.id.as_str(), s1.anchor_at)
+        );
+        assert_eq!(s2.plan_id, pro.id);
+        let history = store.plan_history(&s2.id).await?;
+        assert_eq!(
+            history
+                .iter()
+                .map(|h| h.plan_id.as_str())
+                .collect::<Vec<_>>(),
+            vec![p.id.as_str(), pro.id.as_str()]
+        );
+        assert!(matches!(
+            store.delete_plan(&pro.id).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(store.delete_plan(&p.id).await?);
+        assert!(matches!(
+            store.subscribe("nobody", &pro.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.subscribe(&c, "no-plan").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.cancel_subscription(&s2.id).await?);
+        assert_eq!(
+            store.subscription(&c, "support").await?.map(|s| s.status),
+            Some("canceled".into())
+        );
+    }
+    b.finish().await
+}
+
+#[tokio::test]
+async fn price_overrides_round_trip() -> TestResult {
+    let b = backends().await?;
+    for store in b.iter() {
+        let p = Price::from_usd_per_million(2.5, 10.0, Some(1.25))?;
+        store.set_price("gpt-4o", &p).await?;
+        store
+            .set_price(
+                "azure/gpt-4o",
+                &Price::from_usd_per_million(3.0, 12.0, None)?,
+            )
+            .await?;
+        store.set_price("gpt-4o", &p).await?;
+        let all = store.list_prices().await?;
+        assert_eq!(all.len(), 2);
+        assert!(all.contains(&("gpt-4o".to_string(), p)));
+        assert!(matches!(
+            store.set_price("bad name", &p).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(store.delete_price("gpt-4o").await?);
+        assert!(!store.delete_price("gpt-4o").await?);
+    }
+    b.finish().await
+}
+
+#[tokio::test]
+async fn credits_are_idempotent_and_holds_end_once() -> TestResult {
+    let b = backends().await?;
+    for store in b.iter() {
+        let c = consumer(store, "acme").await?;
+        let usd = WalletUnit::Usd;
+        let first = store
+            .top_up(&c, usd, 5_000_000, Some("topup-1"), Some("card"))
+            .await?;
+        assert!(!first.replayed);
+        assert_eq!(first.wallet.balance, 5_000_000);
+        let again = store
+            .top_up(&c, usd, 5_000_000, Some("topup-1"), Some("card"))
+            .await?;
+        assert!(again.replayed);
+        assert_eq!(again.entry.id, first.entry.id);
+        assert_eq!(
+            store.wallet(&c, usd).await?.balance,
+            5_000_000,
+            "no double credit"
+        );
+        assert!(matches!(
+            store.top_up(&c, usd, 1, Some("topup-1"), None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.top_up(&c, usd, 0, None, None).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.top_up("ghost", usd, 1, None, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        assert!(store.reserve("r1", &c, usd, 4_000_000).await?);
+        assert!(
+            !store.reserve("r2", &c, usd, 1_500_000).await?,
+            "only 1.0 available"
+        );
+        assert!(store.reserve("r3", &c, usd, 1_000_000).await?);
+        assert_eq!(store.wallet(&c, usd).await?.available(), 0);
+        let s = store.settle("r1", 600_000).await?;
+        assert_eq!(s.map(|s| s.charged), Some(600_000));
+        assert_eq!(store.settle("r1", 600_000).await?, None, "settled once");
+        assert!(!store.release("r1").await?);
+        assert!(store.release("r3").await?);
+        assert_eq!(
+            store.settle("r3", 1).await?,
+            None,
+            "released holds are not charged"
+        );
+        let w = store.wallet(&c, usd).await?;
+        assert_eq!((w.balance, w.reserved), (4_400_000, 0));
+
+        // Actual above the hold: the rest is taken only from what is available.
+        assert!(store.reserve("r4", &c, usd, 100).await?);
+        assert_eq!(
+            store
+                .settle("r4", 250)
+                .await?
+                .map(|s| (s.charged, s.shortfall)),
+            Some((250, 0))
+        );
+        let tokens = WalletUnit::Tokens;
+        store.top_up(&c, tokens, 1000, None, None).await?;
+        assert!(store.reserve("t1", &c, tokens, 900).await?);
+        assert!(store.reserve("t2", &c, tokens, 100).await?);
+        let s = store.settle("t1", 1200).await?;
+        assert_eq!(s.map(|s| (s.charged, s.shortfall)), Some((900, 300)));
+
+        store
+            .refund(&c, usd, 250, Some("refund-1"), Some("goodwill"))
+            .await?;
+        assert!(store.reserve("old", &c, usd, 10).await?);
+        assert_eq!(
+            store
+                .sweep_reservations(crate::columns::now_ms() + 1)
+                .await?,
+            2
+        );
+        assert_ledger_sums(store, &c, usd).await?;
+        assert_ledger_sums(store, &c, tokens).await?;
+    }
+    b.finish().await
+}
+
+/// $5.00, each request holds $0.10 and costs $0.06, 1,000 requests at once through three
+/// pools on one database (three gateway instances): never a cent more than was there.
+#[tokio::test]
+async fn concurrent_requests_through_three_instances_never_overspend() -> TestResult {
+    let b = backends().await?;
+    for (store, url) in &b.stores {
+        let c = consumer(store, "acme").await?;
+        store
+            .top_up(&c, WalletUnit::Usd, 5_000_000, None, None)
+            .await?;
+        let mut instances = vec![store.clone()];
+        for _ in 0..2 {
+            instances.push(Store::connect(url, Cipher::generate().0).await?);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..1000 {
+            let s = instances[i % 3].clone();
+            let c = c.clone();
+            tasks.spawn(async move {
+                let id = format!("req-{i}");
+                if s.reserve(&id, &c, WalletUnit::Usd, 100_000).await? {
+                    tokio::task::yield_now().await;
+                    let u = UsageInput {
+                        request_id: id,
+                        api: "default".into(),
+                        consumer_id: Some(c),
+                        model_requested: "gpt-4o".into(),
+                        status: 200,
+                        attempts: json!([]),
+                        charge_micros: 60_000,
+                        wallet_draw: Some((WalletUnit::Usd, 60_000)),
+                        ..UsageInput::default()
+                    };
+                    return Ok::<_, StoreError>(matches!(
+                        s.record_usage(&u).await?,
+                        Recorded::New(_)
+                    ));
+                }
+                Ok(false)
+            });
+        }
+        let mut admitted = 0i64;
+        while let Some(r) = tasks.join_next().await {
+            if r?? {
+                admitted += 1;
+            }
+        }
+        let w = store.wallet(&c, WalletUnit::Usd).await?;
+        assert!(
+            admitted >= 50,
+            "{:?}: only {admitted} admitted",
+            store.backend()
+        );
+        assert_eq!(
+            w.balance,
+            5_000_000 - admitted * 60_000,
+            "{:?}",
+            store.backend()
+        );
+        assert!(w.balance >= 0 && w.reserved == 0);
+        assert_ledger_sums(store, &c, WalletUnit::Usd).await?;
+        for s in &instances[1..] {
+            s.close().await;
+        }
+    }
+    b.finish().await
+}
+
+#[tokio::test]
+async fn a_usage_record_is_written_once_with_its_period_and_settlement() -> TestResult {
+    let b = backends().await?;
+    for store in b.iter() {
+        let c = consumer(store, "acme").await?;
+        let p = store
+            .create_plan(
+                "default",
+                "metered",
+                &plan(json!({"kind": "metered", "overage_per_1k_micros": 1000, "wallet": "usd"})),
+            )
+            .await?;
+        let sub = store.subscribe(&c, &p.id).await?;
+        store
+            .top_up(&c, WalletUnit::Usd, 1_000_000, None, None)
+            .await?;
+        assert!(store.reserve("q1", &c, WalletUnit::Usd, 5_000).await?);
+        let u = UsageInput {
+            request_id: "q1".into(),
+            created_at: 1_000,
+            consumer_id: Some(c.clone()),
+            key_id: Some("k1".into()),
+            api: "default".into(),
+            subscription: Some((sub.id.clone(), sub.anchor_at)),
+            model_requested: "smart".into(),
+            model: Some("gpt-4o".into()),
+            provider: Some("openai".into()),
+            prompt_tokens: 1200,
+            completion_tokens: 800,
+            cached_tokens: 200,
+            estimated: true,
+            cost_picos: 9_250_000_000,
+            charge_micros: 2_000,
+            status: 200,
+            latency_ms: 42,
+            attempts: json!([{"provider": "openai", "status": 200}]),
+            wallet_draw: Some((WalletUnit::Usd, 2_000)),
+        };
+        assert_eq!(
+            store.record_usage(&u).await?,
+            Recorded::New(crate::Settled {
+                charged: 2_000,
+                shortfall: 0
+            })
+        );
+        assert_eq!(store.record_usage(&u).await?, Recorded::Duplicate);
+        let period = store.period_usage(&sub.id, sub.anchor_at).await?;
+        assert_eq!(
+            (period.tokens, period.charge, period.requests),
+            (2000, 2000, 1)
+        );
+        let rec = store.usage_record("q1").await?.ok_or("record")?;
+        assert!(rec.estimated);
+        assert_eq!(rec.attempts, u.attempts);
+        assert_eq!(rec.cost_picos, 9_250_000_000);
+        assert_eq!(store.wallet(&c, WalletUnit::Usd).await?.balance, 998_000);
+
+        let mut u2 = u.clone();
+        u2.request_id = "q2".into();
+        u2.created_at = 2_000;
+        u2.wallet_draw = None;
+        store.record_usage(&u2).await?;
+        let lines = store.usage_lines(&c, 0, 10_000).await?;
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (
+                lines[0].requests,
+                lines[0].prompt_tokens,
+                lines[0].charge_micros
+            ),
+            (2, 2400, 4000)
+        );
+        assert_eq!(store.list_usage(Some(&c), 0, 1_500, 10).await?.len(), 1);
+        assert_eq!(store.list_usage(None, 0, 10_000, 10).await?.len(), 2);
+        assert_ledger_sums(store, &c, WalletUnit::Usd).await?;
+    }
+    b.finish().await
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    TopUp(i64),
+    Refund(i64),
+    Reserve(usize, i64),
+    Settle(usize, i64),
+    Release(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1i64..1_000).prop_map(Op::TopUp),
+        (1i64..100).prop_map(Op::Refund),
+        (0usize..8, 1i64..500).prop_map(|(r, a)| Op::Reserve(r, a)),
+        (0usize..8, 0i64..700).prop_map(|(r, a)| Op::Settle(r, a)),
+        (0usize..8).prop_map(Op::Release),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// Random interleavings of every wallet operation: the balance is never negative, a hold
+    /// never exceeds what was available, and the ledger always sums.
+    #[test]
+    fn wallet_operations_keep_the_ledger_summing(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+            let store = Store::connect(&url, Cipher::generate().0).await.unwrap();
+            store.migrate().await.unwrap();
+            let c = consumer(&store, "p").await.unwrap();
+            let usd = WalletUnit::Usd;
+            // A tiny model of the wallet to compare against.
+            let mut balance = 0i64;
+            let mut holds: Vec<Option<(String, i64)>> = vec![None; 8];
+            let held = |h: &Vec<Option<(String, i64)>>| h.iter().flatten().map(|x| x.1).sum::<i64>();
+            for (round, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::TopUp(a) => { store.top_up(&c, usd, a, None, None).await.unwrap(); balance += a; }
+                    Op::Refund(a) => { store.refund(&c, usd, a, None, None).await.unwrap(); balance += a; }
+                    Op::Reserve(r, a) => {
+                        if holds[r].is_some() { continue; }
+                        let available = balance - held(&holds);
+                        let id = format!("r{r}-{round}");
+                        let ok = store.reserve(&id, &c, usd, a).await.unwrap();
+                        assert_eq!(ok, a <= available);
+                        if ok {
+                            holds[r] = Some((id, a));
+                        }
+                    }
+                    Op::Settle(r, actual) => {
+                        if let Some((id, hold)) = holds[r].take() {
+                            let available_after = balance - held(&holds) - hold;
+                            let s = store.settle(&id, actual).await.unwrap().unwrap();
+                            let extra = (actual - hold).max(0);
+                            let expect = if extra <= available_after { actual } else { hold };
+                            assert_eq!(s.charged, expect);
+                            balance -= s.charged;
+                        }
+                    }
+                    Op::Release(r) => {
+                        if let Some((id, _)) = holds[r].take() {
+                            assert!(store.release(&id).await.unwrap());
+                        }
+                    }
+                }
+                let w = store.wallet(&c, usd).await.unwrap();
+                assert!(w.balance >= 0);
+                assert_eq!(w.balance, balance);
+                assert_eq!(w.reserved, held(&holds));
+            }
+            assert_ledger_sums(&store, &c, usd).await.unwrap();
+            store.close().await;
+        });
+    }
+}
