@@ -194,12 +194,16 @@ pub struct UsageInput {
     pub cached_tokens: i64,
     pub estimated: bool,
     pub cost_picos: i64,
-    pub charge_micros: i64,
     pub status: i64,
     pub latency_ms: i64,
     pub attempts: Value,
-    /// The wallet draw to settle against this request's reservation: `(unit, amount)`.
-    pub wallet_draw: Option<(WalletUnit, i64)>,
+    /// The plan the consumer is charged under (with `subscription`); the charge is computed
+    /// from the period's running total inside the recording transaction, so concurrent
+    /// requests are charged exactly what the period total says.
+    pub plan: Option<Plan>,
+    /// The wallet this request's hold is settled from: the charge for `usd`, the tokens for
+    /// `tokens`. `None` releases any hold.
+    pub wallet: Option<WalletUnit>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -258,8 +262,16 @@ fn usage_row(row: &AnyRow) -> Result<UsageRecord, StoreError> {
 /// Whether a usage record was new or a duplicate of one already settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    New(Settled),
+    New(Billed),
     Duplicate,
+}
+
+/// What recording a request charged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Billed {
+    /// The consumer charge under the plan, µUSD.
+    pub charge_micros: i64,
+    pub wallet: Settled,
 }
 
 /// Period totals of a subscription.
@@ -890,7 +902,7 @@ impl Store {
         .bind(u.cached_tokens)
         .bind(u.estimated)
         .bind(u.cost_picos)
-        .bind(u.charge_micros)
+        .bind(0_i64)
         .bind(u.status)
         .bind(u.latency_ms)
         .bind(json_text(&u.attempts)?)
@@ -900,33 +912,59 @@ impl Store {
         if inserted == 0 {
             return Ok(Recorded::Duplicate);
         }
+        let tokens = u.prompt_tokens.saturating_add(u.completion_tokens).max(0);
+        let mut charge = 0;
         if let Some((sub, start)) = &u.subscription {
-            sqlx::query(
+            // The upsert locks the period row (PostgreSQL) or runs under the write lock
+            // (SQLite), so `after` is this request's exact place in the period.
+            let after: i64 = sqlx::query(
                 "INSERT INTO period_usage (subscription_id, period_start, tokens, charge, requests) \
-                 VALUES ($1, $2, $3, $4, 1) ON CONFLICT (subscription_id, period_start) DO UPDATE SET \
+                 VALUES ($1, $2, $3, 0, 1) ON CONFLICT (subscription_id, period_start) DO UPDATE SET \
                  tokens = period_usage.tokens + excluded.tokens, \
-                 charge = period_usage.charge + excluded.charge, \
-                 requests = period_usage.requests + 1",
+                 requests = period_usage.requests + 1 RETURNING tokens",
             )
             .bind(sub)
             .bind(start)
-            .bind(u.prompt_tokens + u.completion_tokens)
-            .bind(u.charge_micros)
-            .execute(&mut *tx)
-            .await?;
+            .bind(tokens)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("tokens")?;
+            if let Some(plan) = &u.plan {
+                let t = u64::try_from(tokens).unwrap_or(0);
+                let before = u64::try_from(after - tokens).unwrap_or(0);
+                charge = plan.request_charge(before, t);
+            }
+            if charge > 0 {
+                sqlx::query(
+                    "UPDATE period_usage SET charge = charge + $3 \
+                     WHERE subscription_id = $1 AND period_start = $2",
+                )
+                .bind(sub)
+                .bind(start)
+                .bind(charge)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE usage_records SET charge_micros = $2 WHERE request_id = $1")
+                    .bind(&u.request_id)
+                    .bind(charge)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         let now = now_ms();
-        let settled = match u.wallet_draw {
-            Some((_, amount)) => end_hold(&mut tx, &u.request_id, Some(amount), now)
-                .await?
-                .unwrap_or_default(),
-            None => {
-                end_hold(&mut tx, &u.request_id, None, now).await?;
-                Settled::default()
-            }
+        let draw = match u.wallet {
+            Some(WalletUnit::Usd) => Some(charge),
+            Some(WalletUnit::Tokens) => Some(tokens),
+            None => None,
         };
+        let settled = end_hold(&mut tx, &u.request_id, draw, now)
+            .await?
+            .unwrap_or_default();
         tx.commit().await?;
-        Ok(Recorded::New(settled))
+        Ok(Recorded::New(Billed {
+            charge_micros: charge,
+            wallet: settled,
+        }))
     }
 
     pub async fn usage_record(&self, request_id: &str) -> Result<Option<UsageRecord>, StoreError> {

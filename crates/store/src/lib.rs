@@ -42,8 +42,8 @@ pub use admin_tokens::{AdminTokenInput, AdminTokenRecord};
 pub use apis::{ApiInput, ApiRecord};
 pub use audit::{AuditInput, AuditRecord};
 pub use billing::{
-    Credit, LedgerEntry, PeriodUsage, PlanRecord, PlanSpan, Recorded, Settled, SubscriptionRecord,
-    UsageInput, UsageLine, UsageRecord, WalletRecord,
+    Billed, Credit, LedgerEntry, PeriodUsage, PlanRecord, PlanSpan, Recorded, Settled,
+    SubscriptionRecord, UsageInput, UsageLine, UsageRecord, WalletRecord,
 };
 pub use consumers::{ConsumerInput, ConsumerRecord};
 pub use crypto::key_file::{load_or_create_key_file, write_rotated as write_rotated_key_file};

@@ -242,6 +242,15 @@ async fn concurrent_requests_through_three_instances_never_overspend() -> TestRe
     let b = backends().await?;
     for (store, url) in &b.stores {
         let c = consumer(store, "acme").await?;
+        // $0.06 per 1k tokens; each request uses 1,000.
+        let p = store
+            .create_plan(
+                "default",
+                "metered",
+                &plan(json!({"kind": "metered", "overage_per_1k_micros": 60000, "wallet": "usd"})),
+            )
+            .await?;
+        let sub = store.subscribe(&c, &p.id).await?;
         store
             .top_up(&c, WalletUnit::Usd, 5_000_000, None, None)
             .await?;
@@ -253,6 +262,7 @@ async fn concurrent_requests_through_three_instances_never_overspend() -> TestRe
         for i in 0..1000 {
             let s = instances[i % 3].clone();
             let c = c.clone();
+            let (sub, spec) = ((sub.id.clone(), sub.anchor_at), p.spec.clone());
             tasks.spawn(async move {
                 let id = format!("req-{i}");
                 if s.reserve(&id, &c, WalletUnit::Usd, 100_000).await? {
@@ -264,14 +274,19 @@ async fn concurrent_requests_through_three_instances_never_overspend() -> TestRe
                         model_requested: "gpt-4o".into(),
                         status: 200,
                         attempts: json!([]),
-                        charge_micros: 60_000,
-                        wallet_draw: Some((WalletUnit::Usd, 60_000)),
+                        prompt_tokens: 1000,
+                        subscription: Some(sub),
+                        plan: Some(spec),
+                        wallet: Some(WalletUnit::Usd),
                         ..UsageInput::default()
                     };
-                    return Ok::<_, StoreError>(matches!(
-                        s.record_usage(&u).await?,
-                        Recorded::New(_)
-                    ));
+                    return match s.record_usage(&u).await? {
+                        Recorded::New(b) => {
+                            assert_eq!(b.charge_micros, 60_000);
+                            Ok::<_, StoreError>(true)
+                        }
+                        Recorded::Duplicate => Ok(false),
+                    };
                 }
                 Ok(false)
             });
@@ -335,17 +350,20 @@ async fn a_usage_record_is_written_once_with_its_period_and_settlement() -> Test
             cached_tokens: 200,
             estimated: true,
             cost_picos: 9_250_000_000,
-            charge_micros: 2_000,
             status: 200,
             latency_ms: 42,
             attempts: json!([{"provider": "openai", "status": 200}]),
-            wallet_draw: Some((WalletUnit::Usd, 2_000)),
+            plan: Some(p.spec.clone()),
+            wallet: Some(WalletUnit::Usd),
         };
         assert_eq!(
             store.record_usage(&u).await?,
-            Recorded::New(crate::Settled {
-                charged: 2_000,
-                shortfall: 0
+            Recorded::New(crate::Billed {
+                charge_micros: 2_000,
+                wallet: crate::Settled {
+                    charged: 2_000,
+                    shortfall: 0
+                }
             })
         );
         assert_eq!(store.record_usage(&u).await?, Recorded::Duplicate);
@@ -363,7 +381,7 @@ async fn a_usage_record_is_written_once_with_its_period_and_settlement() -> Test
         let mut u2 = u.clone();
         u2.request_id = "q2".into();
         u2.created_at = 2_000;
-        u2.wallet_draw = None;
+        u2.wallet = None;
         store.record_usage(&u2).await?;
         let lines = store.usage_lines(&c, 0, 10_000).await?;
         assert_eq!(lines.len(), 1);
