@@ -413,5 +413,14 @@ pub async fn snapshot_from_store(
         snap.publish(def.check(&format!("apis.{}", def.slug))?);
     }
     snap.trusted_proxies = edge.trusted_proxies.clone();
+    snap.plan_apis = store
+        .list_plans(None)
+        .await?
+        .into_iter()
+        .map(|p| p.api)
+        .collect();
+    snap.prices = std::sync::Arc::new(billing::PriceTable::with_overrides(
+        store.list_prices().await?.into_iter().collect(),
+    ));
     Ok(snap)
 }

@@ -11,6 +11,7 @@
 pub mod money;
 pub mod plans;
 pub mod prices;
+pub mod tokens;
 
 pub use money::{Micros, Picos};
 pub use plans::{Plan, PlanError, PlanKind, Tier, WalletUnit};

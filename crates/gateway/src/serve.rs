@@ -169,6 +169,9 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     gateway.jwt.set_http(admin_state.http.clone());
     // Revoked and rotated keys leave this instance's cache within a second.
     let key_watch = gateway.keys.watch();
+    let sweeper = tokio::spawn(sweep_holds(store.clone()));
+    // The tokenizer's tables load here, not on the first request that needs a token count.
+    tokio::task::spawn_blocking(billing::tokens::warm);
 
     let data = tokio::net::TcpListener::bind((s.bind.as_str(), s.port))
         .await
@@ -222,11 +225,38 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             a?;
             b?;
             key_watch.abort();
+            sweeper.abort();
+            // Usage records of every answered request are written before the store closes.
+            gateway.accounts.flush().await;
             gateway.keys.close().await;
             store.close().await;
             Ok(())
         }
         () = signal => anyhow::bail!("shutdown did not finish draining"),
+    }
+}
+
+/// Wallet holds older than this belong to requests that vanished (a crash, a lost task): no
+/// request runs this long, streams included.
+const STALE_HOLD: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Releases stale wallet holds once a minute (on every instance: a hold is released once).
+async fn sweep_holds(store: store::Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.saturating_sub(STALE_HOLD).as_millis())
+            .unwrap_or(0);
+        match store
+            .sweep_reservations(i64::try_from(cutoff).unwrap_or(0))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(released = n, "released wallet holds of vanished requests"),
+            Err(e) => tracing::warn!(error = %e, "wallet hold sweep failed"),
+        }
     }
 }
 

@@ -27,12 +27,30 @@ pub fn next_request_id() -> String {
     format!("req_{prefix}{n:012x}")
 }
 
-/// Gives every response an `x-request-id` (the gateway's own: a caller cannot choose it).
-pub fn stamp_request_id(mut resp: Response) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&next_request_id()) {
+/// The request's id, minted at the edge (a caller cannot choose it) and read by the stages
+/// that record it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Gives every request an id, in its extensions for the stages and as `x-request-id` on its
+/// response.
+pub async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id = next_request_id();
+    let header = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(RequestId(id));
+    let mut resp = next.run(req).await;
+    if let Some(v) = header {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// The id [`request_id`] gave this request (a fresh one if the layer is missing).
+pub fn request_id_of(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<RequestId>()
+        .map_or_else(next_request_id, |r| r.0.clone())
 }
 
 #[cfg(test)]

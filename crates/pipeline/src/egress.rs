@@ -17,13 +17,28 @@ use wire::sse;
 
 use crate::error::GatewayError;
 
-/// Called once when a stream ends: the usage seen (if any) and whether it completed.
-pub type OnEnd = Box<dyn FnOnce(Option<Usage>, bool) + Send>;
+/// Called once when a stream ends: the usage seen (if any) and whether it completed. What it
+/// returns is written before the stream's terminator (an SSE comment carrying the cost); when
+/// the consumer has gone there is nobody to write to and it is dropped.
+pub type OnEnd = Box<dyn FnOnce(StreamEnd) -> Option<Bytes> + Send>;
+
+/// How a stream ended, for billing.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEnd {
+    /// The provider's usage, when a chunk carried it.
+    pub usage: Option<Usage>,
+    /// Ended with the provider's terminator (not cut, not abandoned).
+    pub complete: bool,
+    /// Chunks with choices that were delivered: about one token each, the estimate when the
+    /// provider's usage never came.
+    pub chunks: u64,
+}
 
 struct State {
     first: Option<StreamItem>,
     rest: ChunkStream,
     usage: Option<Usage>,
+    chunks: u64,
     done: bool,
     /// Something was written already (the first write is never delayed).
     written: bool,
@@ -36,6 +51,7 @@ impl State {
             first: Some(first),
             rest,
             usage: None,
+            chunks: 0,
             done: false,
             written: false,
             on_end: Some(on_end),
@@ -49,10 +65,21 @@ impl State {
         self.rest.next().await
     }
 
-    fn end(&mut self, ok: bool) {
+    fn summary(&self, complete: bool) -> StreamEnd {
+        StreamEnd {
+            usage: self.usage,
+            complete,
+            chunks: self.chunks,
+        }
+    }
+
+    /// Ends the stream, writing the end hook's trailer.
+    fn end(&mut self, ok: bool, out: &mut BytesMut) {
         self.done = true;
-        if let Some(f) = self.on_end.take() {
-            f(self.usage, ok);
+        if let Some(f) = self.on_end.take()
+            && let Some(trailer) = f(self.summary(ok))
+        {
+            out.extend_from_slice(&trailer);
         }
     }
 }
@@ -61,7 +88,7 @@ impl Drop for State {
     fn drop(&mut self) {
         // The consumer went away mid-stream: what was delivered is still accounted for.
         if let Some(f) = self.on_end.take() {
-            f(self.usage, false);
+            let _ = f(self.summary(false));
         }
     }
 }
@@ -97,12 +124,12 @@ fn drive<E: Encode>(
                 loop {
                     match next {
                         None => {
-                            st.end(true);
+                            st.end(true, &mut out);
                             enc.finish(&mut out);
                             break;
                         }
                         Some(Err(e)) => {
-                            st.end(false);
+                            st.end(false, &mut out);
                             enc.error(e, &mut out);
                             break;
                         }
@@ -110,8 +137,11 @@ fn drive<E: Encode>(
                             if let Some(u) = item.usage() {
                                 st.usage = Some(u);
                             }
+                            if !item.is_usage_only() {
+                                st.chunks += 1;
+                            }
                             if let Err(e) = enc.chunk(item, &mut out) {
-                                st.end(false);
+                                st.end(false, &mut out);
                                 enc.error(e, &mut out);
                                 break;
                             }

@@ -39,6 +39,21 @@ pub enum GatewayError {
     ApiNotFound(String),
     #[error("Credentials cannot be checked right now; retry shortly.")]
     AuthUnavailable,
+    /// The consumer's prepaid balance cannot cover the request's worst case.
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// A limit of the consumer's key, plan or API (`code`: `rate_limit_exceeded`,
+    /// `token_cap_reached`), with the headers that say when to come back.
+    #[error("{message}")]
+    Limited {
+        code: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+        headers: Box<axum::http::HeaderMap>,
+    },
+    /// Plans and wallets cannot be checked right now (the store is unreachable).
+    #[error("Billing cannot be checked right now; retry shortly.")]
+    BillingUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -104,6 +119,21 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
                 "not_ready".into(),
+            ),
+            E::PaymentRequired(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_quota",
+                "insufficient_balance".into(),
+            ),
+            E::Limited { code, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                (*code).to_string(),
+            ),
+            E::BillingUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "billing_unavailable".into(),
             ),
             E::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -196,6 +226,7 @@ impl GatewayError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::Upstream(e) => e.retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+            GatewayError::Limited { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -219,6 +250,9 @@ impl GatewayError {
         {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        if let GatewayError::Limited { headers, .. } = self {
+            resp.headers_mut().extend(headers.as_ref().clone());
         }
         if let GatewayError::Upstream(e) = self
             && let Ok(v) = HeaderValue::from_str(&e.provider)

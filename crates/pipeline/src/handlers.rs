@@ -11,6 +11,7 @@ use providers::ChatOutput;
 use wire::anthropic::{MessagesRequest, chat_from_messages_request, messages_response_from_chat};
 use wire::openai::{ChatRequest, EmbeddingsRequest, ModelEntry, ModelList};
 
+use crate::account::{self, Account, Wants};
 use crate::admission::{parse, read_body, validate_chat, validate_embeddings};
 use crate::egress::Bytestream;
 use crate::error::GatewayError;
@@ -26,6 +27,48 @@ const X_MODEL: HeaderName = HeaderName::from_static("x-gateway-model");
 const X_FALLBACK: HeaderName = HeaderName::from_static("x-gateway-fallback-reason");
 const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 const X_RULE: HeaderName = HeaderName::from_static("x-gateway-rule");
+const X_COST: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
+
+fn with_cost(mut resp: Response, cost: billing::Picos) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&cost.to_string()) {
+        resp.headers_mut().insert(X_COST, v);
+    }
+    resp
+}
+
+/// What admission needs to know of a chat request.
+fn wants(chat: &ChatRequest) -> Wants<'_> {
+    Wants {
+        model: &chat.model,
+        prompt_tokens: &|| 0,
+        max_output: chat
+            .max_completion_tokens
+            .or(chat.max_tokens)
+            .map(u64::from),
+        stream: chat.is_stream(),
+    }
+}
+
+/// Runs the non-streaming LLM call, settling the account either way.
+async fn complete(
+    gw: &Gateway,
+    snap: &crate::Snapshot,
+    chat: &ChatRequest,
+    ask: &Ask,
+    account: Account,
+) -> Result<(Served<ChatOutput>, billing::Picos), GatewayError> {
+    match llm::complete(snap, &gw.health, chat, ask).await {
+        Ok(served) => {
+            let usage = served.value.usage();
+            let cost = settle::record(gw, account, &snap.prices, &served, &chat.model, usage);
+            Ok((served, cost))
+        }
+        Err(e) => {
+            settle::failed(gw, account, e.parts().0.as_u16());
+            Err(e)
+        }
+    }
+}
 
 fn with_route<T>(mut resp: Response, served: &Served<T>) -> Response {
     let h = resp.headers_mut();
@@ -92,19 +135,30 @@ pub async fn chat_completions(
     validate_chat(&chat)?;
     caller.check_model(&chat.model)?;
     let ask = Ask::chat(&chat, &parts.headers)?;
+    let count = || account::chat_prompt_tokens(&chat);
+    let account = account::admit(
+        &gw,
+        &snap,
+        &caller,
+        &edge::request_id_of(&parts),
+        &Wants {
+            prompt_tokens: &count,
+            ..wants(&chat)
+        },
+    )
+    .await?;
     if chat.is_stream() {
         let want_usage = chat.include_usage();
-        return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }).await;
+        return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }, account).await;
     }
-    let served = llm::complete(&snap, &gw.health, &chat, &ask).await?;
-    settle::record(&served, &chat.model, served.value.usage(), true);
+    let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
     let resp = match &served.value {
         ChatOutput::Raw { body, .. } => json_bytes(body.clone()),
         ChatOutput::Completion(c) => {
             json_bytes(serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?)
         }
     };
-    Ok(with_route(resp, &served))
+    Ok(with_cost(with_route(resp, &served), cost))
 }
 
 /// The consumer's stream format.
@@ -122,10 +176,20 @@ async fn stream_reply(
     chat: ChatRequest,
     ask: Ask,
     format: Format,
+    account: Account,
 ) -> Result<Response, GatewayError> {
     let requested = chat.model.clone();
+    // The account goes to whichever of the stream's end hook and a failure to open takes it.
+    let slot = Arc::new(std::sync::Mutex::new(Some(account)));
+    let (gw2, prices, slot2) = (gw.clone(), snap.prices.clone(), slot.clone());
     let render = move |served: Served<Opened>| -> (Bytestream, Served<()>) {
-        let on_end = settle::on_stream_end(&served, &requested);
+        let taken = slot2.lock().ok().and_then(|mut a| a.take());
+        let on_end: egress::OnEnd = match taken {
+            Some(account) => {
+                settle::on_stream_end(gw2.clone(), account, prices.clone(), &served, &requested)
+            }
+            None => Box::new(|_| None),
+        };
         let ((first, rest), served) = served.split();
         let body: Bytestream = match format {
             Format::OpenAi { want_usage } => {
@@ -152,9 +216,15 @@ async fn stream_reply(
         Arc::new(ask),
     ));
     match tokio::time::timeout(gw.limits.sse_keepalive, &mut opening).await {
-        Ok(served) => {
-            let (body, served) = render(served?);
+        Ok(Ok(served)) => {
+            let (body, served) = render(served);
             Ok(with_route(sse(Body::from_stream(body)), &served))
+        }
+        Ok(Err(e)) => {
+            if let Some(account) = slot.lock().ok().and_then(|mut a| a.take()) {
+                settle::failed(gw, account, e.parts().0.as_u16());
+            }
+            Err(e)
         }
         Err(_) => {
             let body = egress::late(
@@ -188,15 +258,26 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
     validate_chat(&chat)?;
     caller.check_model(&chat.model)?;
     let ask = Ask::chat(&chat, &parts.headers)?;
+    let count = || account::chat_prompt_tokens(&chat);
+    let account = account::admit(
+        &gw,
+        &snap,
+        &caller,
+        &edge::request_id_of(&parts),
+        &Wants {
+            prompt_tokens: &count,
+            ..wants(&chat)
+        },
+    )
+    .await?;
     if chat.is_stream() {
-        return stream_reply(&gw, snap, chat, ask, Format::Anthropic).await;
+        return stream_reply(&gw, snap, chat, ask, Format::Anthropic, account).await;
     }
-    let served = llm::complete(&snap, &gw.health, &chat, &ask).await?;
-    settle::record(&served, &chat.model, served.value.usage(), true);
+    let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
     let completion = served.value.clone().into_completion(&served.provider)?;
     let out = messages_response_from_chat(&completion, &chat.model);
     let bytes = serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?;
-    Ok(with_route(json_bytes(bytes), &served))
+    Ok(with_cost(with_route(json_bytes(bytes), &served), cost))
 }
 
 /// `POST /v1/embeddings`
@@ -213,14 +294,38 @@ pub async fn create_embeddings(
     validate_embeddings(&e)?;
     caller.check_model(&e.model)?;
     let ask = Ask::embeddings(&e, &parts.headers)?;
-    let mut served = llm::embed(&snap, &gw.health, &e, &ask).await?;
+    let count = || {
+        e.input
+            .texts()
+            .map_or(0, |t| t.iter().map(|s| billing::tokens::count(s)).sum())
+    };
+    let account = account::admit(
+        &gw,
+        &snap,
+        &caller,
+        &edge::request_id_of(&parts),
+        &Wants {
+            model: &e.model,
+            prompt_tokens: &count,
+            max_output: Some(0),
+            stream: false,
+        },
+    )
+    .await?;
+    let mut served = match llm::embed(&snap, &gw.health, &e, &ask).await {
+        Ok(s) => s,
+        Err(err) => {
+            settle::failed(&gw, account, err.parts().0.as_u16());
+            return Err(err);
+        }
+    };
     if e.encoding_format.as_deref() == Some("base64") {
         embeddings::to_base64(&mut served.value);
     }
     let usage = wire::openai::Usage::new(served.value.usage.prompt_tokens, 0, None);
-    settle::record(&served, &e.model, Some(usage), true);
+    let cost = settle::record(&gw, account, &snap.prices, &served, &e.model, Some(usage));
     let bytes = serde_json::to_vec(&served.value).map_err(|_| GatewayError::Internal)?;
-    Ok(with_route(json_bytes(bytes), &served))
+    Ok(with_cost(with_route(json_bytes(bytes), &served), cost))
 }
 
 /// `GET /v1/models`: aliases, then every model a provider lists, also as `provider/model`;

@@ -21,6 +21,7 @@
 //!
 //! [`state`] holds the configuration snapshot that every request reads once.
 
+pub mod account;
 pub mod admission;
 pub mod edge;
 pub mod egress;
@@ -56,5 +57,5 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(gw)
-        .layer(tower::util::MapResponseLayer::new(edge::stamp_request_id))
+        .layer(axum::middleware::from_fn(edge::request_id))
 }

@@ -240,7 +240,7 @@ fn provider(snap: &Snapshot, t: &Target) -> Result<Arc<Provider>, ProviderError>
 }
 
 fn failed(model: &str, f: Failure) -> GatewayError {
-    settle::failed(model, &f.attempts);
+    settle::attempts(model, &f.attempts);
     f.error.into()
 }
 

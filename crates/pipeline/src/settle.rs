@@ -1,14 +1,28 @@
-//! Settle: after the response, never blocking it. For now usage is reported as a typed tracing
-//! event; billing, wallets and the request log build on this hook.
+//! Settle: after the response, never blocking it. The request's [`Account`] is settled (cost,
+//! usage record, plan charge, wallet), and a typed usage event is logged.
 
+use std::sync::Arc;
+
+use billing::{Picos, PriceTable};
+use bytes::Bytes;
 use providers::ErrorClass;
 use router::AttemptRecord;
 use wire::openai::Usage;
 
-use crate::egress::OnEnd;
+use crate::account::{Account, Outcome};
+use crate::egress::{OnEnd, StreamEnd};
 use crate::llm::Served;
+use crate::state::Gateway;
 
-pub fn record<T>(served: &Served<T>, requested: &str, usage: Option<Usage>, complete: bool) {
+/// Settles a request that was answered in one piece; returns its provider cost.
+pub fn record<T>(
+    gw: &Gateway,
+    account: Account,
+    prices: &PriceTable,
+    served: &Served<T>,
+    requested: &str,
+    usage: Option<Usage>,
+) -> Picos {
     attempts(requested, &served.attempts);
     emit(
         &served.provider,
@@ -16,18 +30,42 @@ pub fn record<T>(served: &Served<T>, requested: &str, usage: Option<Usage>, comp
         requested,
         served.fallback,
         usage,
-        complete,
+        true,
     );
+    account.settle(
+        gw,
+        prices,
+        Outcome {
+            status: 200,
+            provider: Some(&served.provider),
+            model: Some(&served.model),
+            usage,
+            delivered_chunks: 0,
+            attempts: &served.attempts,
+        },
+    )
 }
 
-/// A request every attempt of which failed: nothing to bill, the attempts are still kept.
-pub fn failed(requested: &str, tried: &[AttemptRecord]) {
-    attempts(requested, tried);
+/// A request every attempt of which failed (or that was refused upstream): nothing is
+/// charged, the hold is released, the record keeps the status.
+pub fn failed(gw: &Gateway, account: Account, status: u16) {
+    account.settle(
+        gw,
+        &PriceTable::default(),
+        Outcome {
+            status,
+            provider: None,
+            model: None,
+            usage: None,
+            delivered_chunks: 0,
+            attempts: &[],
+        },
+    );
 }
 
 /// Every upstream attempt of a request that needed more than one (one success is the norm and
 /// is covered by the usage event).
-fn attempts(requested: &str, tried: &[AttemptRecord]) {
+pub fn attempts(requested: &str, tried: &[AttemptRecord]) {
     if tried.len() > 1 || tried.iter().any(|a| a.error.is_some()) {
         tracing::info!(
             target: "gateway::attempts",
@@ -61,14 +99,46 @@ fn emit(
     );
 }
 
-/// The end-of-stream hook: runs when the stream completes, breaks, or the consumer leaves.
-pub fn on_stream_end<T>(served: &Served<T>, requested: &str) -> OnEnd {
+/// The end-of-stream hook: runs when the stream completes, breaks, or the consumer leaves;
+/// bills what was delivered and writes the cost as a final SSE comment.
+pub fn on_stream_end<T>(
+    gw: Arc<Gateway>,
+    account: Account,
+    prices: Arc<PriceTable>,
+    served: &Served<T>,
+    requested: &str,
+) -> OnEnd {
     attempts(requested, &served.attempts);
-    let (provider, model, requested, fallback) = (
+    let (provider, model, requested, fallback, tried) = (
         served.provider.clone(),
         served.model.clone(),
         requested.to_string(),
         served.fallback,
+        served.attempts.clone(),
     );
-    Box::new(move |usage, complete| emit(&provider, &model, &requested, fallback, usage, complete))
+    Box::new(move |end: StreamEnd| {
+        emit(
+            &provider,
+            &model,
+            &requested,
+            fallback,
+            end.usage,
+            end.complete,
+        );
+        // Cut or abandoned before a single chunk: the consumer got nothing, so it is a failure.
+        let delivered = end.usage.is_some() || end.chunks > 0 || end.complete;
+        let cost = account.settle(
+            &gw,
+            &prices,
+            Outcome {
+                status: if delivered { 200 } else { 502 },
+                provider: Some(&provider),
+                model: Some(&model),
+                usage: end.usage,
+                delivered_chunks: end.chunks,
+                attempts: &tried,
+            },
+        );
+        Some(Bytes::from(format!(": x-gateway-cost-usd={cost}\n\n")))
+    })
 }

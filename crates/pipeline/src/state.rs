@@ -29,6 +29,11 @@ pub struct Snapshot {
     pub apis: HashMap<String, Arc<Api>>,
     /// Proxies whose `X-Forwarded-For` entries are believed (empty: the socket peer is the client).
     pub trusted_proxies: Vec<IpNet>,
+    /// Built-in prices with the operator's overrides.
+    pub prices: Arc<billing::PriceTable>,
+    /// Gateway APIs that have plans: only their consumers' subscriptions are looked up, so an
+    /// API without plans never waits on (or fails with) the store for billing.
+    pub plan_apis: std::collections::HashSet<String>,
 }
 
 impl Snapshot {
@@ -60,6 +65,8 @@ impl Snapshot {
                 Arc::new(Api::new(DEFAULT_API, AuthMode::Keys)),
             )]),
             trusted_proxies: Vec::new(),
+            prices: Arc::default(),
+            plan_apis: Default::default(),
         }
     }
 
@@ -98,6 +105,8 @@ pub struct Gateway {
     pub keys: Arc<KeyCache>,
     /// JWKS and verified tokens of bring-your-own-JWT APIs.
     pub jwt: crate::edge::jwt::JwtEdge,
+    /// Subscriptions and period totals seen recently (plans, caps, wallet holds).
+    pub accounts: crate::account::Accounts,
     /// Where consumers and keys live; `None` in tests of public APIs only.
     pub store: Option<Store>,
     /// Health and circuit breakers per target: outlive configuration swaps.
@@ -126,6 +135,7 @@ impl Gateway {
             limits,
             keys: Arc::new(KeyCache::new(store.clone())),
             jwt: crate::edge::jwt::JwtEdge::new(jwks),
+            accounts: crate::account::Accounts::default(),
             store,
             health,
             ready: AtomicBool::new(false),
@@ -143,6 +153,8 @@ impl Gateway {
         self.health
             .retain(|provider, _| s.providers.contains_key(provider));
         self.snapshot.store(Arc::new(s));
+        // A configuration change (plans, subscriptions, prices) applies from the next request.
+        self.accounts.forget();
         self.ready.store(true, Ordering::Release);
     }
 

@@ -882,89 +882,25 @@ impl Store {
     /// request id recorded before is a [`Recorded::Duplicate`] and changes nothing.
     pub async fn record_usage(&self, u: &UsageInput) -> Result<Recorded, StoreError> {
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO usage_records (",
-            usage_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (request_id) DO NOTHING"
-        ))
-        .bind(&u.request_id)
-        .bind(u.created_at)
-        .bind(&u.consumer_id)
-        .bind(&u.key_id)
-        .bind(&u.api)
-        .bind(u.subscription.as_ref().map(|s| s.0.clone()))
-        .bind(&u.model_requested)
-        .bind(&u.model)
-        .bind(&u.provider)
-        .bind(u.prompt_tokens)
-        .bind(u.completion_tokens)
-        .bind(u.cached_tokens)
-        .bind(u.estimated)
-        .bind(u.cost_picos)
-        .bind(0_i64)
-        .bind(u.status)
-        .bind(u.latency_ms)
-        .bind(json_text(&u.attempts)?)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(Recorded::Duplicate);
-        }
-        let tokens = u.prompt_tokens.saturating_add(u.completion_tokens).max(0);
-        let mut charge = 0;
-        if let Some((sub, start)) = &u.subscription {
-            // The upsert locks the period row (PostgreSQL) or runs under the write lock
-            // (SQLite), so `after` is this request's exact place in the period.
-            let after: i64 = sqlx::query(
-                "INSERT INTO period_usage (subscription_id, period_start, tokens, charge, requests) \
-                 VALUES ($1, $2, $3, 0, 1) ON CONFLICT (subscription_id, period_start) DO UPDATE SET \
-                 tokens = period_usage.tokens + excluded.tokens, \
-                 requests = period_usage.requests + 1 RETURNING tokens",
-            )
-            .bind(sub)
-            .bind(start)
-            .bind(tokens)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("tokens")?;
-            if let Some(plan) = &u.plan {
-                let t = u64::try_from(tokens).unwrap_or(0);
-                let before = u64::try_from(after - tokens).unwrap_or(0);
-                charge = plan.request_charge(before, t);
-            }
-            if charge > 0 {
-                sqlx::query(
-                    "UPDATE period_usage SET charge = charge + $3 \
-                     WHERE subscription_id = $1 AND period_start = $2",
-                )
-                .bind(sub)
-                .bind(start)
-                .bind(charge)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE usage_records SET charge_micros = $2 WHERE request_id = $1")
-                    .bind(&u.request_id)
-                    .bind(charge)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let now = now_ms();
-        let draw = match u.wallet {
-            Some(WalletUnit::Usd) => Some(charge),
-            Some(WalletUnit::Tokens) => Some(tokens),
-            None => None,
-        };
-        let settled = end_hold(&mut tx, &u.request_id, draw, now)
-            .await?
-            .unwrap_or_default();
+        let r = record_in(&mut tx, u).await?;
         tx.commit().await?;
-        Ok(Recorded::New(Billed {
-            charge_micros: charge,
-            wallet: settled,
-        }))
+        Ok(r)
+    }
+
+    /// Records many requests in one transaction (group commit: one disk sync for the batch).
+    /// If any fails, none is recorded and the error is returned; the caller retries them one
+    /// by one.
+    pub async fn record_usage_batch(
+        &self,
+        batch: &[UsageInput],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for u in batch {
+            out.push(record_in(&mut tx, u).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     pub async fn usage_record(&self, request_id: &str) -> Result<Option<UsageRecord>, StoreError> {
@@ -1035,6 +971,95 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// One usage record with its period total and wallet settlement, inside `tx`.
+async fn record_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    u: &UsageInput,
+) -> Result<Recorded, StoreError> {
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO usage_records (",
+        usage_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (request_id) DO NOTHING"
+    ))
+    .bind(&u.request_id)
+    .bind(u.created_at)
+    .bind(&u.consumer_id)
+    .bind(&u.key_id)
+    .bind(&u.api)
+    .bind(u.subscription.as_ref().map(|s| s.0.clone()))
+    .bind(&u.model_requested)
+    .bind(&u.model)
+    .bind(&u.provider)
+    .bind(u.prompt_tokens)
+    .bind(u.completion_tokens)
+    .bind(u.cached_tokens)
+    .bind(u.estimated)
+    .bind(u.cost_picos)
+    .bind(0_i64)
+    .bind(u.status)
+    .bind(u.latency_ms)
+    .bind(json_text(&u.attempts)?)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(Recorded::Duplicate);
+    }
+    let tokens = u.prompt_tokens.saturating_add(u.completion_tokens).max(0);
+    let mut charge = 0;
+    if let Some((sub, start)) = &u.subscription {
+        // The upsert locks the period row (PostgreSQL) or runs under the write lock
+        // (SQLite), so `after` is this request's exact place in the period.
+        let after: i64 = sqlx::query(
+            "INSERT INTO period_usage (subscription_id, period_start, tokens, charge, requests) \
+             VALUES ($1, $2, $3, 0, 1) ON CONFLICT (subscription_id, period_start) DO UPDATE SET \
+             tokens = period_usage.tokens + excluded.tokens, \
+             requests = period_usage.requests + 1 RETURNING tokens",
+        )
+        .bind(sub)
+        .bind(start)
+        .bind(tokens)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("tokens")?;
+        if let Some(plan) = &u.plan {
+            let t = u64::try_from(tokens).unwrap_or(0);
+            let before = u64::try_from(after - tokens).unwrap_or(0);
+            charge = plan.request_charge(before, t);
+        }
+        if charge > 0 {
+            sqlx::query(
+                "UPDATE period_usage SET charge = charge + $3 \
+                 WHERE subscription_id = $1 AND period_start = $2",
+            )
+            .bind(sub)
+            .bind(start)
+            .bind(charge)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("UPDATE usage_records SET charge_micros = $2 WHERE request_id = $1")
+                .bind(&u.request_id)
+                .bind(charge)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    let now = now_ms();
+    let draw = match u.wallet {
+        Some(WalletUnit::Usd) => Some(charge),
+        Some(WalletUnit::Tokens) => Some(tokens),
+        None => None,
+    };
+    let settled = end_hold(tx, &u.request_id, draw, now)
+        .await?
+        .unwrap_or_default();
+    Ok(Recorded::New(Billed {
+        charge_micros: charge,
+        wallet: settled,
+    }))
 }
 
 async fn insert_ledger(

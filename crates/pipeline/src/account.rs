@@ -1,0 +1,506 @@
+//! Plans and wallets around the LLM call.
+//!
+//! **Admission** ([`admit`]), after the edge and before any upstream call: the consumer's
+//! subscription to this API (canceled → 403), the plan's model allow-list (403), its token
+//! cap for the period (429 `token_cap_reached`), and — when the plan draws on a prepaid wallet —
+//! a hold for the request's worst case (prompt counted with the tokenizer + the requested
+//! maximum output) that fails with 402 when the balance cannot cover it.
+//!
+//! **Settlement** ([`Account::settle`]): the provider's usage (or, for a stream cut or
+//! abandoned without it, the tokenizer's prompt count plus the chunks delivered, flagged as
+//! estimated) priced with the snapshot's price table, and a usage record queued for the
+//! [`Writer`], which writes batches in one transaction each: the record, the period total, the
+//! plan charge computed from that total, and the wallet settlement. A request that failed is
+//! recorded with no tokens and its hold released: upstream errors are never charged. An
+//! account dropped without settling (the consumer left before the answer) releases its hold.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use billing::{Picos, Plan, PriceTable, TokenCounts, WalletUnit};
+use router::AttemptRecord;
+use store::{Recorded, Store, UsageInput};
+use tokio::sync::{mpsc, oneshot};
+use wire::openai::{Content, ContentPart, Usage};
+
+use crate::edge::Caller;
+use crate::error::GatewayError;
+use crate::state::Gateway;
+
+/// Subscriptions and period totals are trusted this long on one instance; a change made through
+/// this instance's admin API applies at once (the snapshot swap forgets them).
+const MEMO_TTL: Duration = Duration::from_secs(1);
+/// The worst-case output of a request that names no maximum.
+pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
+/// Usage records waiting for the writer; past this a record is written inline by its task.
+const QUEUE: usize = 16_384;
+const BATCH: usize = 512;
+
+#[derive(Clone)]
+struct Sub {
+    id: String,
+    active: bool,
+    anchor_at: i64,
+    plan: Arc<Plan>,
+}
+
+/// (consumer, API) → the consumer's subscription to it, if any.
+type SubMemo = HashMap<(String, String), Memo<Option<Sub>>>;
+
+struct Memo<V> {
+    until: Instant,
+    value: V,
+}
+
+enum Job {
+    Record(Box<UsageInput>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the account stage remembers across requests.
+#[derive(Default)]
+pub struct Accounts {
+    subs: Mutex<SubMemo>,
+    /// (subscription, period start) → tokens used, as of the last look plus local settlements.
+    periods: Mutex<HashMap<(String, i64), Memo<i64>>>,
+    writer: OnceLock<mpsc::Sender<Job>>,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").finish_non_exhaustive()
+    }
+}
+
+impl Accounts {
+    /// Drops every memo (after a configuration change).
+    pub fn forget(&self) {
+        if let Ok(mut m) = self.subs.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.periods.lock() {
+            m.clear();
+        }
+    }
+
+    /// Waits until every usage record queued so far is written (shutdown, tests).
+    pub async fn flush(&self) {
+        if let Some(tx) = self.writer.get() {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Job::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+
+    fn writer(&self, store: &Store) -> &mpsc::Sender<Job> {
+        self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write_loop(store.clone(), rx));
+            tx
+        })
+    }
+
+    fn period_tokens_local(&self, key: &(String, i64), add: i64) {
+        if let Ok(mut m) = self.periods.lock()
+            && let Some(e) = m.get_mut(key)
+        {
+            e.value += add;
+        }
+    }
+}
+
+/// Writes queued usage records in batches, one transaction per batch; a batch that fails is
+/// retried record by record so one bad record cannot take the others with it.
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut jobs, BATCH).await > 0 {
+        let mut batch = Vec::new();
+        let mut flushes = Vec::new();
+        for j in jobs.drain(..) {
+            match j {
+                Job::Record(u) => batch.push(*u),
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        if !batch.is_empty() && store.record_usage_batch(&batch).await.is_err() {
+            for u in &batch {
+                record_with_retry(&store, u).await;
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+async fn record_with_retry(store: &Store, u: &UsageInput) -> Option<Recorded> {
+    for wait in [100, 1000, 5000] {
+        match store.record_usage(u).await {
+            Ok(r) => return Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, request_id = %u.request_id, "usage record not written; retrying");
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        }
+    }
+    tracing::error!(request_id = %u.request_id, "usage record dropped; its wallet hold is left to the sweeper");
+    None
+}
+
+/// One request's account, from admission to settlement.
+pub struct Account {
+    pub request_id: String,
+    store: Option<Store>,
+    consumer_id: Option<String>,
+    key_id: Option<String>,
+    api: String,
+    model_requested: String,
+    sub: Option<(String, i64)>,
+    /// The plan charges are computed under (`None` without a subscription or in the trial).
+    charge_plan: Option<Plan>,
+    held: Option<WalletUnit>,
+    prompt_estimate: u64,
+    started: Instant,
+    created_at: i64,
+    settled: bool,
+}
+
+/// What the request asks for, for admission.
+pub struct Wants<'a> {
+    pub model: &'a str,
+    /// Counts the prompt's tokens; called only when a limit or a wallet needs the number.
+    pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
+    pub max_output: Option<u64>,
+    /// Streams need the prompt count in case the provider never reports usage.
+    pub stream: bool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+async fn subscription(
+    gw: &Gateway,
+    store: &Store,
+    consumer: &str,
+    api: &str,
+) -> Result<Option<Sub>, GatewayError> {
+    let key = (consumer.to_string(), api.to_string());
+    let now = Instant::now();
+    if let Some(hit) = gw.accounts.subs.lock().ok().and_then(|m| {
+        m.get(&key)
+            .filter(|e| now < e.until)
+            .map(|e| e.value.clone())
+    }) {
+        return Ok(hit);
+    }
+    let unavailable = |e: store::StoreError| {
+        tracing::warn!(error = %e, "subscription lookup failed");
+        GatewayError::BillingUnavailable
+    };
+    let sub = match store
+        .subscription(consumer, api)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(s) => store
+            .get_plan(&s.plan_id)
+            .await
+            .map_err(unavailable)?
+            .map(|p| Sub {
+                active: s.status == "active",
+                id: s.id,
+                anchor_at: s.anchor_at,
+                plan: Arc::new(p.spec),
+            }),
+        None => None,
+    };
+    if let Ok(mut m) = gw.accounts.subs.lock() {
+        m.insert(
+            key,
+            Memo {
+                until: now + MEMO_TTL,
+                value: sub.clone(),
+            },
+        );
+    }
+    Ok(sub)
+}
+
+async fn period_tokens(
+    gw: &Gateway,
+    store: &Store,
+    key: &(String, i64),
+) -> Result<i64, GatewayError> {
+    let now = Instant::now();
+    if let Some(hit) = gw
+        .accounts
+        .periods
+        .lock()
+        .ok()
+        .and_then(|m| m.get(key).filter(|e| now < e.until).map(|e| e.value))
+    {
+        return Ok(hit);
+    }
+    let used = store
+        .period_usage(&key.0, key.1)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "period usage lookup failed");
+            GatewayError::BillingUnavailable
+        })?
+        .tokens;
+    if let Ok(mut m) = gw.accounts.periods.lock() {
+        m.insert(
+            key.clone(),
+            Memo {
+                until: now + MEMO_TTL,
+                value: used,
+            },
+        );
+    }
+    Ok(used)
+}
+
+/// Admission: the plan's checks and the wallet hold, before any upstream call.
+pub async fn admit(
+    gw: &Gateway,
+    snap: &crate::Snapshot,
+    caller: &Caller,
+    request_id: &str,
+    ask: &Wants<'_>,
+) -> Result<Account, GatewayError> {
+    let mut account = Account {
+        request_id: request_id.to_string(),
+        store: gw.store.clone(),
+        consumer_id: caller.consumer_id.clone(),
+        key_id: caller.key.as_ref().map(|k| k.id.clone()),
+        api: caller.api.slug.clone(),
+        model_requested: ask.model.to_string(),
+        sub: None,
+        charge_plan: None,
+        held: None,
+        prompt_estimate: 0,
+        started: Instant::now(),
+        created_at: now_ms(),
+        settled: false,
+    };
+    let has_plans = snap.plan_apis.contains(&caller.api.slug);
+    let (true, Some(store), Some(consumer)) = (has_plans, &gw.store, &caller.consumer_id) else {
+        if ask.stream {
+            account.prompt_estimate = (ask.prompt_tokens)();
+        }
+        return Ok(account);
+    };
+    let Some(sub) = subscription(gw, store, consumer, &caller.api.slug).await? else {
+        if ask.stream {
+            account.prompt_estimate = (ask.prompt_tokens)();
+        }
+        return Ok(account);
+    };
+    if !sub.active {
+        return Err(GatewayError::Forbidden {
+            code: "subscription_inactive",
+            message: "The consumer's subscription to this API is canceled.".into(),
+        });
+    }
+    let plan = &sub.plan;
+    if !plan.allows_model(ask.model) {
+        return Err(GatewayError::Forbidden {
+            code: "model_not_allowed",
+            message: format!(
+                "The consumer's plan does not include the model `{}`.",
+                ask.model
+            ),
+        });
+    }
+    let now = account.created_at;
+    let period = (
+        sub.id.clone(),
+        billing::plans::period_start(sub.anchor_at, now),
+    );
+    account.sub = Some(period.clone());
+    let in_trial = plan.in_trial(sub.anchor_at, now);
+    if !in_trial {
+        account.charge_plan = Some(plan.as_ref().clone());
+    }
+    let needs_count = ask.stream || plan.token_cap().is_some() || plan.wallet.is_some();
+    if needs_count {
+        account.prompt_estimate = (ask.prompt_tokens)();
+    }
+    let used = if plan.token_cap().is_some() || plan.wallet == Some(WalletUnit::Usd) {
+        u64::try_from(period_tokens(gw, store, &period).await?).unwrap_or(0)
+    } else {
+        0
+    };
+    if let Some(cap) = plan.token_cap()
+        && used.saturating_add(account.prompt_estimate) >= cap
+    {
+        return Err(GatewayError::Limited {
+            code: "token_cap_reached",
+            message: format!(
+                "The plan's {cap} tokens for this billing period are used up; the allowance renews with the next period."
+            ),
+            retry_after: None,
+            headers: Box::default(),
+        });
+    }
+    if let Some(unit) = plan.wallet {
+        let worst = account
+            .prompt_estimate
+            .saturating_add(ask.max_output.unwrap_or(DEFAULT_MAX_OUTPUT));
+        let amount = match unit {
+            WalletUnit::Usd if in_trial => 0,
+            WalletUnit::Usd => plan.request_charge(used, worst),
+            WalletUnit::Tokens => i64::try_from(worst).unwrap_or(i64::MAX),
+        };
+        if amount > 0 {
+            let held = store
+                .reserve(request_id, consumer, unit, amount)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "wallet hold failed");
+                    GatewayError::BillingUnavailable
+                })?;
+            if !held {
+                let need = match unit {
+                    WalletUnit::Usd => format!("${}", billing::money::format_micros(amount)),
+                    WalletUnit::Tokens => format!("{amount} tokens"),
+                };
+                return Err(GatewayError::PaymentRequired(format!(
+                    "Insufficient balance: this request may cost up to {need} and the consumer's prepaid balance cannot cover it. Top up the wallet or lower `max_tokens`."
+                )));
+            }
+            account.held = Some(unit);
+        }
+    }
+    Ok(account)
+}
+
+/// How the request ended.
+pub struct Outcome<'a> {
+    pub status: u16,
+    pub provider: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub usage: Option<Usage>,
+    /// Chunks delivered when the provider's usage is missing (about a token each).
+    pub delivered_chunks: u64,
+    pub attempts: &'a [AttemptRecord],
+}
+
+impl Account {
+    /// Settles the request: returns its provider cost (for `x-gateway-cost-usd`) and queues
+    /// its usage record. Never blocks on the store.
+    pub fn settle(mut self, gw: &Gateway, prices: &PriceTable, o: Outcome<'_>) -> Picos {
+        self.settled = true;
+        let ok = (200..300).contains(&o.status);
+        let (tokens, estimated) = match (ok, o.usage) {
+            (false, _) => (TokenCounts::default(), false),
+            (true, Some(u)) => (
+                TokenCounts {
+                    prompt: u.prompt_tokens,
+                    completion: u.completion_tokens,
+                    cached: u.cached_tokens(),
+                },
+                false,
+            ),
+            (true, None) => (
+                TokenCounts {
+                    prompt: self.prompt_estimate,
+                    completion: o.delivered_chunks,
+                    cached: 0,
+                },
+                true,
+            ),
+        };
+        let cost = match (o.provider, o.model) {
+            (Some(p), Some(m)) if ok => prices
+                .lookup(p, m)
+                .map(|price| price.cost(tokens))
+                .unwrap_or_default(),
+            _ => Picos(0),
+        };
+        let Some(store) = self.store.take() else {
+            return cost;
+        };
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let u = UsageInput {
+            request_id: self.request_id.clone(),
+            created_at: self.created_at,
+            consumer_id: self.consumer_id.take(),
+            key_id: self.key_id.take(),
+            api: std::mem::take(&mut self.api),
+            subscription: self.sub.clone(),
+            model_requested: std::mem::take(&mut self.model_requested),
+            model: o.model.map(str::to_string),
+            provider: o.provider.map(str::to_string),
+            prompt_tokens: as_i64(tokens.prompt),
+            completion_tokens: as_i64(tokens.completion),
+            cached_tokens: as_i64(tokens.cached),
+            estimated,
+            cost_picos: i64::try_from(cost.0).unwrap_or(i64::MAX),
+            status: i64::from(o.status),
+            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            attempts: serde_json::to_value(o.attempts).unwrap_or_default(),
+            plan: if ok { self.charge_plan.take() } else { None },
+            wallet: if ok { self.held } else { None },
+        };
+        if let Some(key) = &self.sub {
+            gw.accounts.period_tokens_local(key, as_i64(tokens.total()));
+        }
+        let job = Job::Record(Box::new(u));
+        if let Err(mpsc::error::TrySendError::Full(Job::Record(u))) =
+            gw.accounts.writer(&store).try_send(job)
+        {
+            // The writer is behind: this record is written by its own task instead of waiting.
+            tokio::spawn(async move {
+                record_with_retry(&store, &u).await;
+            });
+        }
+        cost
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        if self.settled || self.held.is_none() {
+            return;
+        }
+        // The consumer left before the answer: nothing was delivered, the hold goes back.
+        if let Some(store) = self.store.take() {
+            let id = std::mem::take(&mut self.request_id);
+            tokio::spawn(async move {
+                if let Err(e) = store.release(&id).await {
+                    tracing::warn!(error = %e, "wallet hold not released; the sweeper will");
+                }
+            });
+        }
+    }
+}
+
+/// Prompt tokens of a chat request, as the tokenizer counts them (text parts; a fixed cost per
+/// message and per image, as OpenAI documents for its own counting).
+pub fn chat_prompt_tokens(req: &wire::openai::ChatRequest) -> u64 {
+    let mut n = 3;
+    for m in &req.messages {
+        n += 4;
+        match &m.content {
+            Some(Content::Text(t)) => n += billing::tokens::count(t),
+            Some(Content::Parts(parts)) => {
+                for p in parts {
+                    n += match p {
+                        ContentPart::Text { text } => billing::tokens::count(text),
+                        _ => 85,
+                    };
+                }
+            }
+            None => {}
+        }
+    }
+    n
+}

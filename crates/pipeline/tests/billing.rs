@@ -1,0 +1,461 @@
+//! Plans, wallets and cost over real HTTP against the emulator and a real SQLite store: what a
+//! consumer is charged, what a response says it cost, and that a wallet never pays for more
+//! than it holds.
+#![expect(
+    clippy::panic,
+    reason = "test code: a failed setup must fail the test loudly"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use access::api::{Api, AuthMode};
+use access::keys::{self, DEFAULT_PREFIX};
+use billing::{Plan, PriceTable, TokenCounts, WalletUnit};
+use futures::StreamExt;
+use pipeline::{Gateway, Limits, Snapshot};
+use providers::ProviderSpec;
+use router::{Route, Target};
+use serde_json::{Value, json};
+use store::{ConsumerInput, KeyInput, Store};
+use testkit::{Emulator, Fault};
+use wire::secret::Secret;
+
+struct Env {
+    emu: Emulator,
+    store: Store,
+    gw: Arc<Gateway>,
+    url: String,
+    client: reqwest::Client,
+    key: String,
+    consumer: String,
+    _dir: tempfile::TempDir,
+}
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A gateway with one key-gated API `paid`, a consumer with a key, and (if given) a plan the
+/// consumer is subscribed to.
+async fn start(plan: Option<Value>) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let emu = ok(Emulator::start().await);
+    let dir = ok(tempfile::tempdir());
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = ok(Store::connect(&url, store::Cipher::generate().0).await);
+    ok(store.migrate().await);
+    let gw = Gateway::with_store(Limits::default(), store.clone());
+    let http = ok(providers::http::client(ok(
+        providers::egress::EgressPolicy::parse_allow("127.0.0.0/8"),
+    )));
+    let mut spec = ok(ProviderSpec::build(
+        "openai",
+        "openai",
+        Some(&format!("{}/v1", emu.url())),
+        Some(Secret::new("test-key")),
+    ));
+    spec.timeout = Duration::from_secs(5);
+    let mut snap = Snapshot::build(
+        vec![spec],
+        vec![
+            Route::new("gpt-4o", vec![Target::new("openai", "gpt-4o")]),
+            Route::new("gpt-4o-mini", vec![Target::new("openai", "gpt-4o-mini")]),
+            Route::new(
+                "text-embedding-3-small",
+                vec![Target::new("openai", "text-embedding-3-small")],
+            ),
+        ],
+        &http,
+    );
+    snap.publish(Api::new("paid", AuthMode::Keys));
+    if plan.is_some() {
+        snap.plan_apis.insert("paid".into());
+    }
+    gw.swap(snap);
+
+    let consumer = ok(store.create_consumer(&ConsumerInput::new("acme")).await).id;
+    let k = keys::generate(DEFAULT_PREFIX);
+    ok(store
+        .create_key(&KeyInput::new(
+            Some(consumer.clone()),
+            "test",
+            hex::encode(k.hash),
+            k.display,
+        ))
+        .await);
+    if let Some(p) = plan {
+        let spec: Plan = ok(serde_json::from_value(p));
+        let rec = ok(store.create_plan("paid", "plan", &spec).await);
+        ok(store.subscribe(&consumer, &rec.id).await);
+    }
+
+    let listener = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await);
+    let addr = ok(listener.local_addr());
+    let app = pipeline::app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Env {
+        emu,
+        store,
+        gw,
+        url: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        key: k.raw,
+        consumer,
+        _dir: dir,
+    }
+}
+
+fn chat(max_tokens: u32, stream: bool) -> Value {
+    let mut b = json!({"model": "gpt-4o", "max_tokens": max_tokens,
+                       "messages": [{"role": "user", "content": "Say something short."}]});
+    if stream {
+        b["stream"] = json!(true);
+        b["stream_options"] = json!({"include_usage": true});
+    }
+    b
+}
+
+impl Env {
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        ok(self
+            .client
+            .post(format!("{}/paid{path}", self.url))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await)
+    }
+
+    /// Status, request id, cost header and body of a chat call.
+    async fn chat(&self, body: &Value) -> (u16, String, Option<String>, String) {
+        let r = self.post("/v1/chat/completions", body).await;
+        let status = r.status().as_u16();
+        let header = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (id, cost) = (
+            header("x-request-id").unwrap_or_default(),
+            header("x-gateway-cost-usd"),
+        );
+        (status, id, cost, ok(r.text().await))
+    }
+
+    async fn record(&self, request_id: &str) -> store::UsageRecord {
+        self.gw.accounts.flush().await;
+        ok(self.store.usage_record(request_id).await)
+            .unwrap_or_else(|| panic!("no usage record for {request_id}"))
+    }
+
+    async fn wallet(&self) -> store::WalletRecord {
+        ok(self.store.wallet(&self.consumer, WalletUnit::Usd).await)
+    }
+
+    /// The wallet's ledger sums to its balance and no hold is left.
+    async fn assert_settled(&self) {
+        self.gw.accounts.flush().await;
+        let w = self.wallet().await;
+        let mut sum = 0;
+        for e in ok(self.store.ledger(&self.consumer).await) {
+            match e.kind.as_str() {
+                "top_up" | "refund" => sum += e.amount,
+                "settle" => sum -= e.amount,
+                _ => {}
+            }
+        }
+        assert_eq!(w.balance, sum, "the ledger sums to the balance");
+        assert_eq!(w.reserved, 0, "every hold ended");
+        assert!(w.balance >= 0);
+    }
+}
+
+fn gpt4o_cost(prompt: u64, completion: u64) -> String {
+    PriceTable::default()
+        .lookup("openai", "gpt-4o")
+        .unwrap_or_else(|| panic!("gpt-4o has a price"))
+        .cost(TokenCounts {
+            prompt,
+            completion,
+            cached: 0,
+        })
+        .to_string()
+}
+
+#[tokio::test]
+async fn every_response_carries_its_cost_and_one_usage_record() {
+    let env = start(None).await;
+    let (st, id, cost, body) = env.chat(&chat(16, false)).await;
+    assert_eq!(st, 200, "{body}");
+    let v: Value = ok(serde_json::from_str(&body));
+    let (p, c) = (
+        v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+        v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+    );
+    assert!(p > 0 && c > 0, "{v}");
+    assert_eq!(cost.as_deref(), Some(gpt4o_cost(p, c).as_str()));
+    let rec = env.record(&id).await;
+    assert_eq!(
+        (rec.prompt_tokens, rec.completion_tokens, rec.estimated),
+        (
+            i64::try_from(p).unwrap_or(0),
+            i64::try_from(c).unwrap_or(0),
+            false
+        )
+    );
+    assert_eq!(rec.consumer_id.as_deref(), Some(env.consumer.as_str()));
+    assert_eq!(rec.provider.as_deref(), Some("openai"));
+    assert_eq!(
+        (rec.status, rec.charge_micros),
+        (200, 0),
+        "no plan, no charge"
+    );
+    assert!(rec.cost_picos > 0);
+
+    // A stream ends with the cost as an SSE comment, before the terminator.
+    let (st, id, _, body) = env.chat(&chat(16, true)).await;
+    assert_eq!(st, 200);
+    let comment = body
+        .lines()
+        .find_map(|l| l.strip_prefix(": x-gateway-cost-usd="))
+        .unwrap_or_else(|| panic!("no cost comment in {body}"));
+    assert!(
+        body.find(": x-gateway-cost-usd=") < body.find("data: [DONE]"),
+        "{body}"
+    );
+    let rec = env.record(&id).await;
+    assert!(!rec.estimated);
+    assert_eq!(
+        comment,
+        gpt4o_cost(
+            u64::try_from(rec.prompt_tokens).unwrap_or(0),
+            u64::try_from(rec.completion_tokens).unwrap_or(0)
+        )
+    );
+
+    let r = env
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "text-embedding-3-small", "input": "hello there"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-gateway-cost-usd"));
+}
+
+#[tokio::test]
+async fn streams_are_billed_for_what_was_delivered() {
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1_000_000, "wallet": "usd"});
+    let env = start(Some(plan)).await;
+    ok(env
+        .store
+        .top_up(&env.consumer, WalletUnit::Usd, 10_000_000, None, None)
+        .await);
+
+    // Usage reported: exactly that, charged at $1 per 1k tokens.
+    let (_, id, _, _) = env.chat(&chat(16, true)).await;
+    let rec = env.record(&id).await;
+    assert!(!rec.estimated);
+    let tokens = rec.prompt_tokens + rec.completion_tokens;
+    assert_eq!(rec.charge_micros, tokens * 1000);
+
+    // No usage from the provider: the prompt counted and one token per delivered chunk.
+    env.emu.fail_next(Fault::NoUsage);
+    let (st, id, _, body) = env.chat(&chat(16, true)).await;
+    assert_eq!(st, 200);
+    let chunks = i64::try_from(
+        body.lines()
+            .filter(|l| l.starts_with("data: {") && l.contains("\"choices\":[{"))
+            .count(),
+    )
+    .unwrap_or(0);
+    let rec = env.record(&id).await;
+    assert!(rec.estimated, "{rec:?}");
+    assert!(rec.prompt_tokens > 0);
+    assert_eq!(rec.completion_tokens, chunks);
+    assert!(rec.charge_micros > 0);
+
+    // Cut mid-stream: what arrived before the cut.
+    env.emu.fail_next(Fault::CutMidStream { after_events: 3 });
+    let (_, id, _, body) = env.chat(&chat(16, true)).await;
+    assert!(body.contains("error"), "{body}");
+    let rec = env.record(&id).await;
+    assert!(rec.estimated);
+    assert!(rec.completion_tokens <= 3, "{rec:?}");
+
+    // The consumer leaves after the first bytes: billed for what was sent, hold released.
+    env.emu.fail_next(Fault::Stall {
+        after_events: 2,
+        ms: 3_000,
+    });
+    let r = env.post("/v1/chat/completions", &chat(64, true)).await;
+    let id = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut body = r.bytes_stream();
+    let _ = body.next().await;
+    drop(body);
+    let mut rec = None;
+    for _ in 0..50 {
+        env.gw.accounts.flush().await;
+        rec = ok(env.store.usage_record(&id).await);
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rec = rec.unwrap_or_else(|| panic!("no record after the disconnect"));
+    assert!(rec.estimated);
+    assert!(rec.completion_tokens <= 2, "{rec:?}");
+    env.assert_settled().await;
+}
+
+#[tokio::test]
+async fn upstream_failures_are_never_charged() {
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1_000_000, "wallet": "usd"});
+    let env = start(Some(plan)).await;
+    ok(env
+        .store
+        .top_up(&env.consumer, WalletUnit::Usd, 1_000_000, None, None)
+        .await);
+    env.emu.fail_next(Fault::status(400));
+    let (st, id, cost, _) = env.chat(&chat(16, false)).await;
+    assert_eq!(st, 400);
+    assert_eq!(cost, None);
+    let rec = env.record(&id).await;
+    assert_eq!(
+        (rec.status, rec.prompt_tokens, rec.charge_micros),
+        (400, 0, 0)
+    );
+    // A stream refused upstream before it opened.
+    env.emu.fail_next(Fault::status(400));
+    let (st, id, _, _) = env.chat(&chat(16, true)).await;
+    assert_eq!(st, 400);
+    assert_eq!(env.record(&id).await.charge_micros, 0);
+    env.assert_settled().await;
+    let w = env.wallet().await;
+    assert_eq!(w.balance, 1_000_000, "nothing was charged");
+}
+
+#[tokio::test]
+async fn a_wallet_pays_the_worst_case_hold_and_then_refuses_with_402() {
+    // $1 per 1k tokens; $0.10 buys a few requests of up to 16 output tokens.
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1_000_000, "wallet": "usd"});
+    let env = start(Some(plan)).await;
+    ok(env
+        .store
+        .top_up(&env.consumer, WalletUnit::Usd, 100_000, None, None)
+        .await);
+    let mut admitted = 0;
+    let mut refusal = None;
+    for _ in 0..100 {
+        let (st, _, _, body) = env.chat(&chat(16, false)).await;
+        env.gw.accounts.flush().await;
+        if st == 200 {
+            admitted += 1;
+        } else {
+            refusal = Some((st, body));
+            break;
+        }
+    }
+    let (st, body) = refusal.unwrap_or_else(|| panic!("never refused"));
+    assert_eq!(st, 402, "{body}");
+    let v: Value = ok(serde_json::from_str(&body));
+    assert_eq!(v["error"]["code"], "insufficient_balance");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_tokens"),
+        "{v}"
+    );
+    assert!(admitted > 0);
+    assert_eq!(
+        env.emu.requests().len(),
+        admitted,
+        "a refused request never went upstream"
+    );
+    env.assert_settled().await;
+    // A lower max_tokens fits what is left when a larger one did not.
+    let w = env.wallet().await;
+    assert!(w.balance < 100_000);
+}
+
+#[tokio::test]
+async fn concurrent_requests_never_overspend_the_wallet() {
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1_000_000, "wallet": "usd"});
+    let env = Arc::new(start(Some(plan)).await);
+    ok(env
+        .store
+        .top_up(&env.consumer, WalletUnit::Usd, 200_000, None, None)
+        .await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let env = env.clone();
+        tasks.spawn(async move { env.chat(&chat(16, false)).await.0 });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        statuses.push(ok(s));
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 402),
+        "{statuses:?}"
+    );
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(admitted > 0 && admitted < 100, "{admitted}");
+    env.assert_settled().await;
+    let charged: i64 = ok(env
+        .store
+        .list_usage(Some(&env.consumer), 0, i64::MAX, 1000)
+        .await)
+    .iter()
+    .map(|r| r.charge_micros)
+    .sum();
+    let w = env.wallet().await;
+    assert_eq!(w.balance, 200_000 - charged, "balance = top-ups − charges");
+    assert!(w.balance >= 0, "overspend is exactly zero");
+}
+
+#[tokio::test]
+async fn plan_caps_models_and_cancellation_are_enforced_before_the_upstream() {
+    let plan = json!({"kind": "free", "allowance_tokens": 30, "models": ["gpt-4o"]});
+    let env = start(Some(plan)).await;
+    let (st, _, _, body) = env.chat(&chat(40, false)).await;
+    assert_eq!(st, 200, "{body}");
+    let mut mini = chat(8, false);
+    mini["model"] = json!("gpt-4o-mini");
+    let (st, _, _, body) = env.chat(&mini).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("model_not_allowed"), "{body}");
+    // The allowance is used up within a few requests.
+    let mut capped = None;
+    for _ in 0..10 {
+        let (st, _, _, body) = env.chat(&chat(40, false)).await;
+        env.gw.accounts.flush().await;
+        if st == 429 {
+            capped = Some(body);
+            break;
+        }
+    }
+    let body = capped.unwrap_or_else(|| panic!("the cap never stopped usage"));
+    assert!(body.contains("token_cap_reached"), "{body}");
+    let upstream = env.emu.requests().len();
+
+    let sub = ok(env.store.subscription(&env.consumer, "paid").await)
+        .unwrap_or_else(|| panic!("subscribed"));
+    ok(env.store.cancel_subscription(&sub.id).await);
+    env.gw.accounts.forget();
+    let (st, _, _, body) = env.chat(&chat(8, false)).await;
+    assert_eq!(st, 403);
+    assert!(body.contains("subscription_inactive"), "{body}");
+    assert_eq!(env.emu.requests().len(), upstream);
+}
