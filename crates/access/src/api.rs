@@ -63,12 +63,33 @@ pub struct ApiSettings {
     /// Required when the auth mode accepts JWTs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<crate::jwt::JwtConfig>,
+    /// Limits on the whole API, all consumers together.
+    #[serde(default, skip_serializing_if = "ApiLimits::is_empty")]
+    pub limits: ApiLimits,
+}
+
+/// Requests and tokens per minute across every consumer of an API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+impl ApiLimits {
+    pub fn is_empty(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ApiError {
     #[error("auth: must be one of public, keys, jwt, keys_or_jwt")]
     UnknownAuth,
+    #[error("limits: rpm and tpm must be positive when set")]
+    Limits,
     #[error("settings.jwt: required when auth is {0}")]
     MissingJwt(&'static str),
     #[error("settings.jwt.{0}")]
@@ -96,6 +117,9 @@ impl Api {
     }
 
     pub fn validate(&self) -> Result<(), ApiError> {
+        if self.settings.limits.rpm == Some(0) || self.settings.limits.tpm == Some(0) {
+            return Err(ApiError::Limits);
+        }
         if self.auth.accepts_jwt() {
             match &self.settings.jwt {
                 None => return Err(ApiError::MissingJwt(self.auth.as_str())),

@@ -34,6 +34,9 @@ pub struct ApiDef {
     /// Required for `jwt` and `keys_or_jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtConfig>,
+    /// Requests and tokens per minute across all consumers of the API.
+    #[serde(default, skip_serializing_if = "access::api::ApiLimits::is_empty")]
+    pub limits: access::api::ApiLimits,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -54,6 +57,7 @@ impl ApiDef {
             settings: ApiSettings {
                 ip: self.ip.clone(),
                 jwt: self.jwt.clone(),
+                limits: self.limits,
             },
             enabled: self.enabled,
         }
@@ -91,6 +95,7 @@ impl ApiDef {
             auth,
             ip: settings.ip,
             jwt: settings.jwt,
+            limits: settings.limits,
             enabled: r.enabled,
         })
     }

@@ -170,6 +170,13 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     // Revoked and rotated keys leave this instance's cache within a second.
     let key_watch = gateway.keys.watch();
     let sweeper = tokio::spawn(sweep_holds(store.clone()));
+    // Rate limits shared by every instance through Redis when GATEWAY_REDIS_URL is set.
+    let limiter =
+        limits::Backend::from_env().map_err(|e| anyhow::anyhow!("GATEWAY_REDIS_URL: {e}"))?;
+    if matches!(limiter, limits::Backend::Redis(_)) {
+        tracing::info!("rate limits on Redis");
+    }
+    gateway.set_limiter(limiter);
     // The tokenizer's tables load here, not on the first request that needs a token count.
     tokio::task::spawn_blocking(billing::tokens::warm);
 

@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use billing::{Picos, Plan, PriceTable, TokenCounts, WalletUnit};
+use limits::Limiter as _;
 use router::AttemptRecord;
 use store::{Recorded, Store, UsageInput};
 use tokio::sync::{mpsc, oneshot};
@@ -162,6 +164,12 @@ pub struct Account {
     charge_plan: Option<Plan>,
     held: Option<WalletUnit>,
     prompt_estimate: u64,
+    /// Token limits this request reserved `reserved_tokens` against, corrected at settlement.
+    token_limits: Vec<(String, limits::Rate)>,
+    reserved_tokens: u64,
+    /// The `x-ratelimit-*` headers for the response.
+    pub rate_headers: HeaderMap,
+    limiter: Option<Arc<limits::Backend>>,
     started: Instant,
     created_at: i64,
     settled: bool,
@@ -267,7 +275,7 @@ async fn period_tokens(
     Ok(used)
 }
 
-/// Admission: the plan's checks and the wallet hold, before any upstream call.
+/// Admission: the plan's checks, the rate limits and the wallet hold, before any upstream call.
 pub async fn admit(
     gw: &Gateway,
     snap: &crate::Snapshot,
@@ -286,39 +294,107 @@ pub async fn admit(
         charge_plan: None,
         held: None,
         prompt_estimate: 0,
+        token_limits: Vec::new(),
+        reserved_tokens: 0,
+        rate_headers: HeaderMap::new(),
+        limiter: None,
         started: Instant::now(),
         created_at: now_ms(),
         settled: false,
     };
-    let has_plans = snap.plan_apis.contains(&caller.api.slug);
-    let (true, Some(store), Some(consumer)) = (has_plans, &gw.store, &caller.consumer_id) else {
-        if ask.stream {
-            account.prompt_estimate = (ask.prompt_tokens)();
+    let sub = match (&gw.store, &caller.consumer_id) {
+        (Some(store), Some(consumer)) if snap.plan_apis.contains(&caller.api.slug) => {
+            subscription(gw, store, consumer, &caller.api.slug).await?
         }
+        _ => None,
+    };
+    let plan = sub.as_ref().map(|s| s.plan.clone());
+    if let Some(sub) = &sub {
+        if !sub.active {
+            return Err(GatewayError::Forbidden {
+                code: "subscription_inactive",
+                message: "The consumer's subscription to this API is canceled.".into(),
+            });
+        }
+        if !sub.plan.allows_model(ask.model) {
+            return Err(GatewayError::Forbidden {
+                code: "model_not_allowed",
+                message: format!(
+                    "The consumer's plan does not include the model `{}`.",
+                    ask.model
+                ),
+            });
+        }
+    }
+
+    // Every limit that applies, decided at once: the key's own RPM, the subscriber's plan,
+    // the API as a whole.
+    let mut requests: Vec<(String, u64)> = Vec::new();
+    let mut tokens: Vec<(String, u64)> = Vec::new();
+    if let Some(rpm) = caller.key.as_ref().and_then(|k| k.rpm) {
+        requests.push((
+            format!("rpm:key:{}", account.key_id.as_deref().unwrap_or("")),
+            u64::try_from(rpm).unwrap_or(1),
+        ));
+    }
+    if let (Some(sub), Some(plan)) = (&sub, &plan) {
+        if let Some(rpm) = plan.rpm {
+            requests.push((format!("rpm:sub:{}", sub.id), rpm));
+        }
+        if let Some(tpm) = plan.tpm {
+            tokens.push((format!("tpm:sub:{}", sub.id), tpm));
+        }
+    }
+    let api_limits = caller.api.settings.limits;
+    if let Some(rpm) = api_limits.rpm {
+        requests.push((format!("rpm:api:{}", caller.api.slug), rpm));
+    }
+    if let Some(tpm) = api_limits.tpm {
+        tokens.push((format!("tpm:api:{}", caller.api.slug), tpm));
+    }
+
+    let needs_count = ask.stream
+        || !tokens.is_empty()
+        || plan
+            .as_ref()
+            .is_some_and(|p| p.token_cap().is_some() || p.wallet.is_some());
+    if needs_count {
+        account.prompt_estimate = (ask.prompt_tokens)();
+    }
+    let worst = account
+        .prompt_estimate
+        .saturating_add(ask.max_output.unwrap_or(DEFAULT_MAX_OUTPUT));
+    if !requests.is_empty() || !tokens.is_empty() {
+        let per_minute = |n: u64| limits::Rate::per_minute(n).map_err(|_| GatewayError::Internal);
+        let mut checks = Vec::with_capacity(requests.len() + tokens.len());
+        for (key, n) in &requests {
+            checks.push(limits::Check::requests(key.clone(), per_minute(*n)?));
+        }
+        for (key, n) in &tokens {
+            let rate = per_minute(*n)?;
+            checks.push(limits::Check::tokens(key.clone(), rate, worst));
+            account.token_limits.push((key.clone(), rate));
+        }
+        let limiter = gw.limiter();
+        let decision = limiter.check(&checks).await;
+        account.limiter = Some(limiter);
+        account.rate_headers = rate_headers(&decision);
+        if let Some(d) = &decision.denied {
+            account.token_limits.clear();
+            return Err(limited(d, account.rate_headers.clone()));
+        }
+        account.reserved_tokens = if account.token_limits.is_empty() {
+            0
+        } else {
+            worst
+        };
+    }
+
+    let (Some(sub), Some(plan), Some(store), Some(consumer)) =
+        (sub, plan, &gw.store, &caller.consumer_id)
+    else {
         return Ok(account);
     };
-    let Some(sub) = subscription(gw, store, consumer, &caller.api.slug).await? else {
-        if ask.stream {
-            account.prompt_estimate = (ask.prompt_tokens)();
-        }
-        return Ok(account);
-    };
-    if !sub.active {
-        return Err(GatewayError::Forbidden {
-            code: "subscription_inactive",
-            message: "The consumer's subscription to this API is canceled.".into(),
-        });
-    }
-    let plan = &sub.plan;
-    if !plan.allows_model(ask.model) {
-        return Err(GatewayError::Forbidden {
-            code: "model_not_allowed",
-            message: format!(
-                "The consumer's plan does not include the model `{}`.",
-                ask.model
-            ),
-        });
-    }
     let now = account.created_at;
     let period = (
         sub.id.clone(),
@@ -328,10 +404,6 @@ pub async fn admit(
     let in_trial = plan.in_trial(sub.anchor_at, now);
     if !in_trial {
         account.charge_plan = Some(plan.as_ref().clone());
-    }
-    let needs_count = ask.stream || plan.token_cap().is_some() || plan.wallet.is_some();
-    if needs_count {
-        account.prompt_estimate = (ask.prompt_tokens)();
     }
     let used = if plan.token_cap().is_some() || plan.wallet == Some(WalletUnit::Usd) {
         u64::try_from(period_tokens(gw, store, &period).await?).unwrap_or(0)
@@ -351,9 +423,6 @@ pub async fn admit(
         });
     }
     if let Some(unit) = plan.wallet {
-        let worst = account
-            .prompt_estimate
-            .saturating_add(ask.max_output.unwrap_or(DEFAULT_MAX_OUTPUT));
         let amount = match unit {
             WalletUnit::Usd if in_trial => 0,
             WalletUnit::Usd => plan.request_charge(used, worst),
@@ -382,6 +451,71 @@ pub async fn admit(
     Ok(account)
 }
 
+/// OpenAI's reset format: `1s`, `250ms`, `6m0s`.
+fn reset_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}s", (ms as f64 / 1000.0 * 1000.0).round() / 1000.0)
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of the tightest limits.
+fn rate_headers(d: &limits::Decision) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (kind, q) in [("requests", d.requests), ("tokens", d.tokens)] {
+        let Some(q) = q else { continue };
+        for (name, value) in [
+            ("limit", q.limit.to_string()),
+            ("remaining", q.remaining.to_string()),
+            ("reset", reset_text(q.reset)),
+        ] {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::try_from(format!("x-ratelimit-{name}-{kind}")),
+                HeaderValue::from_str(&value),
+            ) {
+                h.insert(n, v);
+            }
+        }
+    }
+    h
+}
+
+fn limited(d: &limits::Denial, headers: HeaderMap) -> GatewayError {
+    let whose = if d.key.starts_with("rpm:key:") {
+        "this gateway key"
+    } else if d.key.contains(":sub:") {
+        "the consumer's plan"
+    } else {
+        "this API"
+    };
+    let unit = match d.kind {
+        limits::Kind::Requests => "requests",
+        limits::Kind::Tokens => "tokens",
+    };
+    let secs = d.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let message = if d.exceeds_limit {
+        format!(
+            "This request needs more {unit} than {whose} allows per minute ({}); lower `max_tokens` or raise the limit.",
+            d.limit
+        )
+    } else {
+        format!(
+            "Rate limit reached for {whose}: {} {unit} per minute. Retry after {secs} s.",
+            d.limit
+        )
+    };
+    GatewayError::Limited {
+        code: "rate_limit_exceeded",
+        message,
+        retry_after: (!d.exceeds_limit).then_some(secs),
+        headers: Box::new(headers),
+    }
+}
+
 /// How the request ended.
 pub struct Outcome<'a> {
     pub status: u16,
@@ -394,6 +528,36 @@ pub struct Outcome<'a> {
 }
 
 impl Account {
+    /// Corrects the token limits' reservation to what was used.
+    fn correct_tokens(&mut self, actual: u64) {
+        let Some(limiter) = self.limiter.take() else {
+            return;
+        };
+        let limits = std::mem::take(&mut self.token_limits);
+        if limits.is_empty() {
+            return;
+        }
+        let delta = i64::try_from(actual).unwrap_or(i64::MAX)
+            - i64::try_from(self.reserved_tokens).unwrap_or(i64::MAX);
+        if delta == 0 {
+            return;
+        }
+        match &*limiter {
+            limits::Backend::InProcess(l) => {
+                for (key, rate) in &limits {
+                    l.settle(key, *rate, delta);
+                }
+            }
+            limits::Backend::Redis(_) => {
+                tokio::spawn(async move {
+                    for (key, rate) in &limits {
+                        limiter.adjust(key, *rate, delta).await;
+                    }
+                });
+            }
+        }
+    }
+
     /// Settles the request: returns its provider cost (for `x-gateway-cost-usd`) and queues
     /// its usage record. Never blocks on the store.
     pub fn settle(mut self, gw: &Gateway, prices: &PriceTable, o: Outcome<'_>) -> Picos {
@@ -418,6 +582,7 @@ impl Account {
                 true,
             ),
         };
+        self.correct_tokens(tokens.total());
         let cost = match (o.provider, o.model) {
             (Some(p), Some(m)) if ok => prices
                 .lookup(p, m)
@@ -468,7 +633,11 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
-        if self.settled || self.held.is_none() {
+        if self.settled {
+            return;
+        }
+        self.correct_tokens(0);
+        if self.held.is_none() {
             return;
         }
         // The consumer left before the answer: nothing was delivered, the hold goes back.

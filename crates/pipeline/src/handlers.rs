@@ -36,6 +36,11 @@ fn with_cost(mut resp: Response, cost: billing::Picos) -> Response {
     resp
 }
 
+fn with_headers(mut resp: Response, extra: axum::http::HeaderMap) -> Response {
+    resp.headers_mut().extend(extra);
+    resp
+}
+
 /// What admission needs to know of a chat request.
 fn wants(chat: &ChatRequest) -> Wants<'_> {
     Wants {
@@ -136,7 +141,7 @@ pub async fn chat_completions(
     caller.check_model(&chat.model)?;
     let ask = Ask::chat(&chat, &parts.headers)?;
     let count = || account::chat_prompt_tokens(&chat);
-    let account = account::admit(
+    let mut account = account::admit(
         &gw,
         &snap,
         &caller,
@@ -147,9 +152,12 @@ pub async fn chat_completions(
         },
     )
     .await?;
+    let limits = std::mem::take(&mut account.rate_headers);
     if chat.is_stream() {
         let want_usage = chat.include_usage();
-        return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }, account).await;
+        return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }, account)
+            .await
+            .map(|r| with_headers(r, limits));
     }
     let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
     let resp = match &served.value {
@@ -158,7 +166,10 @@ pub async fn chat_completions(
             json_bytes(serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?)
         }
     };
-    Ok(with_cost(with_route(resp, &served), cost))
+    Ok(with_headers(
+        with_cost(with_route(resp, &served), cost),
+        limits,
+    ))
 }
 
 /// The consumer's stream format.
@@ -259,7 +270,7 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
     caller.check_model(&chat.model)?;
     let ask = Ask::chat(&chat, &parts.headers)?;
     let count = || account::chat_prompt_tokens(&chat);
-    let account = account::admit(
+    let mut account = account::admit(
         &gw,
         &snap,
         &caller,
@@ -270,14 +281,20 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
         },
     )
     .await?;
+    let limits = std::mem::take(&mut account.rate_headers);
     if chat.is_stream() {
-        return stream_reply(&gw, snap, chat, ask, Format::Anthropic, account).await;
+        return stream_reply(&gw, snap, chat, ask, Format::Anthropic, account)
+            .await
+            .map(|r| with_headers(r, limits));
     }
     let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
     let completion = served.value.clone().into_completion(&served.provider)?;
     let out = messages_response_from_chat(&completion, &chat.model);
     let bytes = serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?;
-    Ok(with_cost(with_route(json_bytes(bytes), &served), cost))
+    Ok(with_headers(
+        with_cost(with_route(json_bytes(bytes), &served), cost),
+        limits,
+    ))
 }
 
 /// `POST /v1/embeddings`
@@ -299,7 +316,7 @@ pub async fn create_embeddings(
             .texts()
             .map_or(0, |t| t.iter().map(|s| billing::tokens::count(s)).sum())
     };
-    let account = account::admit(
+    let mut account = account::admit(
         &gw,
         &snap,
         &caller,
@@ -312,6 +329,7 @@ pub async fn create_embeddings(
         },
     )
     .await?;
+    let limits = std::mem::take(&mut account.rate_headers);
     let mut served = match llm::embed(&snap, &gw.health, &e, &ask).await {
         Ok(s) => s,
         Err(err) => {
@@ -325,7 +343,10 @@ pub async fn create_embeddings(
     let usage = wire::openai::Usage::new(served.value.usage.prompt_tokens, 0, None);
     let cost = settle::record(&gw, account, &snap.prices, &served, &e.model, Some(usage));
     let bytes = serde_json::to_vec(&served.value).map_err(|_| GatewayError::Internal)?;
-    Ok(with_cost(with_route(json_bytes(bytes), &served), cost))
+    Ok(with_headers(
+        with_cost(with_route(json_bytes(bytes), &served), cost),
+        limits,
+    ))
 }
 
 /// `GET /v1/models`: aliases, then every model a provider lists, also as `provider/model`;

@@ -107,6 +107,8 @@ pub struct Gateway {
     pub jwt: crate::edge::jwt::JwtEdge,
     /// Subscriptions and period totals seen recently (plans, caps, wallet holds).
     pub accounts: crate::account::Accounts,
+    /// RPM/TPM limits: in process, or on Redis when several instances share them.
+    limiter: ArcSwap<limits::Backend>,
     /// Where consumers and keys live; `None` in tests of public APIs only.
     pub store: Option<Store>,
     /// Health and circuit breakers per target: outlive configuration swaps.
@@ -136,6 +138,7 @@ impl Gateway {
             keys: Arc::new(KeyCache::new(store.clone())),
             jwt: crate::edge::jwt::JwtEdge::new(jwks),
             accounts: crate::account::Accounts::default(),
+            limiter: ArcSwap::from_pointee(limits::Backend::InProcess(Default::default())),
             store,
             health,
             ready: AtomicBool::new(false),
@@ -156,6 +159,15 @@ impl Gateway {
         // A configuration change (plans, subscriptions, prices) applies from the next request.
         self.accounts.forget();
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Replaces the rate-limit backend (Redis at start when configured).
+    pub fn set_limiter(&self, backend: limits::Backend) {
+        self.limiter.store(Arc::new(backend));
+    }
+
+    pub fn limiter(&self) -> Arc<limits::Backend> {
+        self.limiter.load_full()
     }
 
     pub fn is_ready(&self) -> bool {

@@ -40,6 +40,10 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
 /// A gateway with one key-gated API `paid`, a consumer with a key, and (if given) a plan the
 /// consumer is subscribed to.
 async fn start(plan: Option<Value>) -> Env {
+    start_api(plan, Api::new("paid", AuthMode::Keys)).await
+}
+
+async fn start_api(plan: Option<Value>, api: Api) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let emu = ok(Emulator::start().await);
     let dir = ok(tempfile::tempdir());
@@ -69,7 +73,7 @@ async fn start(plan: Option<Value>) -> Env {
         ],
         &http,
     );
-    snap.publish(Api::new("paid", AuthMode::Keys));
+    snap.publish(api);
     if plan.is_some() {
         snap.plan_apis.insert("paid".into());
     }
@@ -458,4 +462,110 @@ async fn plan_caps_models_and_cancellation_are_enforced_before_the_upstream() {
     assert_eq!(st, 403);
     assert!(body.contains("subscription_inactive"), "{body}");
     assert_eq!(env.emu.requests().len(), upstream);
+}
+
+/// A key with its own 60 RPM, 600 requests at once: exactly 60 reach the upstream; the rest
+/// get 429 with `Retry-After` and the `x-ratelimit-*` headers.
+#[tokio::test]
+async fn a_burst_against_a_keys_rpm_admits_exactly_the_limit() {
+    let env = Arc::new(start(None).await);
+    let consumer = ok(env
+        .store
+        .create_consumer(&ConsumerInput::new("bursty"))
+        .await)
+    .id;
+    let k = keys::generate(DEFAULT_PREFIX);
+    let mut input = KeyInput::new(Some(consumer), "burst", hex::encode(k.hash), k.display);
+    input.rpm = Some(60);
+    ok(env.store.create_key(&input).await);
+    let key = Arc::new(k.raw);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..600 {
+        let (env, key) = (env.clone(), key.clone());
+        tasks.spawn(async move {
+            let r = ok(env
+                .client
+                .post(format!("{}/paid/v1/chat/completions", env.url))
+                .bearer_auth(key.as_str())
+                .json(&chat(4, false))
+                .send()
+                .await);
+            let h = |n: &str| {
+                r.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            (
+                r.status().as_u16(),
+                h("retry-after"),
+                h("x-ratelimit-limit-requests"),
+                h("x-ratelimit-remaining-requests"),
+            )
+        });
+    }
+    let mut admitted = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (status, retry, limit, remaining) = ok(r);
+        assert_eq!(limit.as_deref(), Some("60"));
+        match status {
+            200 => admitted += 1,
+            429 => {
+                assert!(retry.is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)));
+                assert_eq!(remaining.as_deref(), Some("0"));
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(admitted, 60);
+    assert_eq!(env.emu.requests().len(), 60);
+}
+
+/// TPM reserves the worst case at admission and gives back what was not used at settlement:
+/// sequential requests use (nearly) the whole budget, never more.
+#[tokio::test]
+async fn tpm_reserves_the_estimate_and_corrects_to_actual_usage() {
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1, "tpm": 300});
+    let env = start(Some(plan)).await;
+    let mut used = 0;
+    let mut refused = None;
+    for _ in 0..200 {
+        let (st, id, _, body) = env.chat(&chat(16, false)).await;
+        if st != 200 {
+            refused = Some(body);
+            break;
+        }
+        let rec = env.record(&id).await;
+        used += rec.prompt_tokens + rec.completion_tokens;
+    }
+    let body = refused.unwrap_or_else(|| panic!("the TPM limit never applied"));
+    assert!(
+        body.contains("rate_limit_exceeded") && body.contains("tokens"),
+        "{body}"
+    );
+    // Each request reserves prompt + 16 but uses far less: without correction only a third
+    // of the budget would be usable.
+    assert!(used <= 315, "admitted {used} tokens against 300 per minute");
+    assert!(used >= 250, "only {used} of 300 tokens were usable");
+}
+
+#[tokio::test]
+async fn an_api_wide_rpm_applies_across_consumers() {
+    let mut api = Api::new("paid", AuthMode::Keys);
+    api.settings.limits.rpm = Some(3);
+    let env = start_api(None, api).await;
+    let body = chat(4, false);
+    let statuses: Vec<u16> = futures::future::join_all((0..5).map(|_| env.chat(&body)))
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    let (st, _, _, body) = env.chat(&chat(4, false)).await;
+    assert_eq!(st, 429);
+    assert!(body.contains("this API"), "{body}");
 }
