@@ -88,7 +88,7 @@ impl ApiLimits {
 pub enum ApiError {
     #[error("auth: must be one of public, keys, jwt, keys_or_jwt")]
     UnknownAuth,
-    #[error("limits: rpm and tpm must be positive when set")]
+    #[error("limits: rpm and tpm must be between 1 and 60000000 when set")]
     Limits,
     #[error("settings.jwt: required when auth is {0}")]
     MissingJwt(&'static str),
@@ -117,7 +117,8 @@ impl Api {
     }
 
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.settings.limits.rpm == Some(0) || self.settings.limits.tpm == Some(0) {
+        let bad = |v: Option<u64>| v.is_some_and(|n| n == 0 || n > 60_000_000);
+        if bad(self.settings.limits.rpm) || bad(self.settings.limits.tpm) {
             return Err(ApiError::Limits);
         }
         if self.auth.accepts_jwt() {

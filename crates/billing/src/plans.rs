@@ -89,6 +89,9 @@ fn invalid(m: impl Into<String>) -> PlanError {
     PlanError::Invalid(m.into())
 }
 
+/// Finest rate the limiters keep: one unit per microsecond.
+pub const MAX_PER_MINUTE: u64 = 60_000_000;
+
 /// Largest per-period amount accepted anywhere in a plan ($10M), so sums cannot overflow.
 const MAX_MICROS: u64 = 10_000_000 * 1_000_000;
 

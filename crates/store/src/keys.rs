@@ -84,8 +84,10 @@ impl KeyInput {
         require_sha256_hex(&self.hash, "key hash")?;
         require_name(&self.prefix, "key prefix")?;
         validate_scopes(&self.scopes)?;
-        if self.rpm.is_some_and(|rpm| rpm <= 0) {
-            return Err(StoreError::Invalid("key rpm must be greater than 0".into()));
+        if self.rpm.is_some_and(|rpm| rpm <= 0 || rpm > 60_000_000) {
+            return Err(StoreError::Invalid(
+                "key rpm must be between 1 and 60000000".into(),
+            ));
         }
         Ok(())
     }
