@@ -57,7 +57,9 @@ async fn three_instances_admit_exactly_the_limit_of_a_concurrent_burst() {
     }
     assert_eq!(admitted, 60);
     assert_healthy(&limiters);
-    let d = limiters[0].check(&[Check::requests("consumer:1", rpm)]).await;
+    let d = limiters[0]
+        .check(&[Check::requests("consumer:1", rpm)])
+        .await;
     let denial = d.denied.unwrap_or_else(|| panic!("the limit is spent"));
     assert!(denial.retry_after <= Duration::from_secs(1), "{denial:?}");
     assert_eq!(d.requests.map(|q| (q.limit, q.remaining)), Some((60, 0)));
@@ -87,9 +89,16 @@ async fn after_a_full_burst_admissions_follow_the_steady_rate() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!((19..=21).contains(&times.len()), "{} admitted: {times:?}", times.len());
+    assert!(
+        (19..=21).contains(&times.len()),
+        "{} admitted: {times:?}",
+        times.len()
+    );
     for (a, b) in times.iter().zip(times.iter().skip(2)) {
-        assert!(*b - *a >= Duration::from_millis(100), "3 within 100 ms: {times:?}");
+        assert!(
+            *b - *a >= Duration::from_millis(100),
+            "3 within 100 ms: {times:?}"
+        );
     }
     assert_healthy(&limiters);
 }
@@ -101,7 +110,12 @@ async fn a_denied_multi_limit_check_consumes_nothing() {
     let wide = rate(10, 60_000);
     let narrow = rate(1, 60_000);
     let tpm = rate(1_000, 60_000);
-    assert!(limiter.check(&[Check::requests("narrow", narrow)]).await.is_allowed());
+    assert!(
+        limiter
+            .check(&[Check::requests("narrow", narrow)])
+            .await
+            .is_allowed()
+    );
     let d = limiter
         .check(&[
             Check::requests("wide", wide),
@@ -157,7 +171,12 @@ async fn keys_expire_when_their_limit_is_full_again() {
     let limiter = limiter(config(&url, &prefix));
     let mut conn = client(&url).await;
     let key = format!("{prefix}:r:idle");
-    assert!(limiter.check(&[Check::requests("idle", rate(5, 300))]).await.is_allowed());
+    assert!(
+        limiter
+            .check(&[Check::requests("idle", rate(5, 300))])
+            .await
+            .is_allowed()
+    );
     let ttl: i64 = conn.pttl(&key).await.unwrap_or_else(|e| panic!("{e}"));
     assert!((1..=62).contains(&ttl), "pttl {ttl}");
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -229,7 +248,9 @@ async fn tpm_reservations_settle_to_the_limit() {
                                 .push((at, actual));
                             let latency = rng.gen_range(5..60);
                             tokio::time::sleep(Duration::from_millis(latency)).await;
-                            limiter.adjust("tpm", tpm, actual as i64 - ESTIMATE as i64).await;
+                            limiter
+                                .adjust("tpm", tpm, actual as i64 - ESTIMATE as i64)
+                                .await;
                         }
                         Some(denial) => {
                             tokio::time::sleep(denial.retry_after.min(Duration::from_millis(20)))
@@ -257,8 +278,14 @@ async fn tpm_reservations_settle_to_the_limit() {
         let sum = window(Duration::from_millis(ms)) as f64;
         let off = (sum - LIMIT as f64).abs() / LIMIT as f64;
         worst = worst.max(off);
-        assert!(off <= 0.05, "window at {ms} ms admitted {sum} actual tokens");
+        assert!(
+            off <= 0.05,
+            "window at {ms} ms admitted {sum} actual tokens"
+        );
     }
-    eprintln!("redis: worst one-period window {:.2} % off the limit", worst * 100.0);
+    eprintln!(
+        "redis: worst one-period window {:.2} % off the limit",
+        worst * 100.0
+    );
     assert_healthy(&limiters);
 }
