@@ -78,8 +78,10 @@ async fn after_a_full_burst_admissions_follow_the_steady_rate() {
         burst += usize::from(limiters[i % 2].check(&check).await.is_allowed());
     }
     assert_eq!(burst, 10);
-    // Two periods of polling: the steady rate (20 ± 1), and never a second burst at the
-    // period boundary: at most 2 in any 100 ms.
+    // Two periods of polling. GCRA's bound, from the start: by time t at most the burst plus
+    // t / interval (+1 for the cell in progress), so no second burst at the period boundary,
+    // however the polls are scheduled; and about the steady rate in all (a stalled poller
+    // only delays cells, which accrue).
     let mut times = Vec::new();
     let mut i = 0;
     while start.elapsed() < Duration::from_millis(2_000) {
@@ -89,17 +91,20 @@ async fn after_a_full_burst_admissions_follow_the_steady_rate() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    for (n, t) in times.iter().enumerate() {
+        // The (n+1)-th cell after the burst is due (n+1) intervals after it; one of slack.
+        let due = n as u128;
+        assert!(
+            due <= t.as_millis() / 100,
+            "cell {} at {t:?}: {times:?}",
+            n + 1
+        );
+    }
     assert!(
-        (19..=21).contains(&times.len()),
+        (17..=21).contains(&times.len()),
         "{} admitted: {times:?}",
         times.len()
     );
-    for (a, b) in times.iter().zip(times.iter().skip(2)) {
-        assert!(
-            *b - *a >= Duration::from_millis(100),
-            "3 within 100 ms: {times:?}"
-        );
-    }
     assert_healthy(&limiters);
 }
 
