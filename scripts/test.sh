@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust workspace (unit, property, store suite on SQLite and PostgreSQL,
-# data plane against the provider emulators) and the end-to-end suite that drives the real
-# `gateway` binary with the official openai and anthropic Python SDKs.
+# limits suite in process and on Redis, data plane against the provider emulators) and the
+# end-to-end suite that drives the real `gateway` binary with the official openai and anthropic
+# Python SDKs.
 #
 #   scripts/test.sh
 #
-# Needs: cargo, python3 (with venv), and PostgreSQL server binaries (installed by this script
+# Needs: cargo, python3 (with venv), PostgreSQL server binaries and redis-server (each installed
 # through apt-get when missing and running as root). Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A throwaway PostgreSQL for the store suite; stopped again on exit.
+# A throwaway PostgreSQL for the store suite and Redis for the limits suite; stopped on exit.
+trap 'scripts/test-postgres.sh stop >/dev/null 2>&1 || true; scripts/test-redis.sh stop >/dev/null 2>&1 || true' EXIT
 eval "$(scripts/test-postgres.sh)"
-trap 'scripts/test-postgres.sh stop >/dev/null 2>&1 || true' EXIT
+eval "$(scripts/test-redis.sh)"
 
 echo "== cargo build (binaries for the end-to-end suite)"
 cargo build --locked -p gateway -p testkit --bins

@@ -53,20 +53,21 @@ impl Rate {
     /// The longest period accepted (a leap year), which keeps every intermediate in range.
     pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
 
-    pub fn new(limit: u64, period: Duration) -> Result<Self, RateError> {
+    /// `const`, so that fixed rates can be constants.
+    pub const fn new(limit: u64, period: Duration) -> Result<Self, RateError> {
         if limit == 0 {
             return Err(RateError::ZeroLimit);
         }
         if period.is_zero() {
             return Err(RateError::ZeroPeriod);
         }
-        if period > Self::MAX_PERIOD {
+        if period.as_nanos() > Self::MAX_PERIOD.as_nanos() {
             return Err(RateError::PeriodTooLong {
                 period,
                 max: Self::MAX_PERIOD,
             });
         }
-        if u128::from(limit) > period.as_micros() {
+        if limit as u128 > period.as_micros() {
             return Err(RateError::TooFine { limit, period });
         }
         Ok(Rate { limit, period })

@@ -14,6 +14,9 @@
 //! Redis; one request per [`RedisConfig::probe_interval`] tries Redis again, and a successful
 //! heartbeat makes the next request try at once. The first success ends degraded mode. The
 //! fallback's state is local and is not merged back: on recovery Redis's state applies again.
+//! A call that timed out may still run on the server later (a paused or slow Redis executes
+//! what it had queued): such a request was decided by the fallback and may also have been
+//! charged in Redis. Degraded mode errs on the side of counting twice, never of losing limits.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
