@@ -8,11 +8,14 @@
 //!   authenticates every request and names its actor for the audit log.
 //! - [`gateway_apis`]: gateway APIs (slug, auth mode, IP rules, JWT settings).
 //! - [`consumers`]: consumers and their gateway keys (shown once, revoked, rotated).
+//! - [`billing`]: plans, subscriptions, wallets (idempotent credits), price overrides, usage
+//!   records and invoices (JSON and CSV).
 //! - [`error`]: admin errors in the OpenAI error shape.
 //! - `openapi.json`: the API's OpenAPI 3.1 document, served at `/admin/openapi.json`.
 
 pub mod api;
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod consumers;
 pub mod error;
@@ -85,6 +88,35 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/admin/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/admin/secrets/rotate-key", post(secrets::rotate_key))
         .route("/admin/audit", get(list_audit))
+        .route(
+            "/admin/plans",
+            get(billing::list_plans).post(billing::create_plan),
+        )
+        .route(
+            "/admin/plans/{id}",
+            get(billing::get_plan)
+                .put(billing::put_plan)
+                .delete(billing::delete_plan),
+        )
+        .route(
+            "/admin/consumers/{id}/subscriptions",
+            get(billing::list_subscriptions).post(billing::subscribe),
+        )
+        .route(
+            "/admin/subscriptions/{id}",
+            axum::routing::delete(billing::cancel_subscription),
+        )
+        .route("/admin/consumers/{id}/wallet", get(billing::get_wallet))
+        .route("/admin/consumers/{id}/wallet/top-up", post(billing::top_up))
+        .route("/admin/consumers/{id}/wallet/refund", post(billing::refund))
+        .route("/admin/consumers/{id}/ledger", get(billing::ledger))
+        .route("/admin/consumers/{id}/invoice", get(billing::invoice))
+        .route("/admin/prices", get(billing::list_prices))
+        .route(
+            "/admin/prices/{*model}",
+            axum::routing::put(billing::put_price).delete(billing::delete_price),
+        )
+        .route("/admin/usage", get(billing::list_usage))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             tokens::require_token,

@@ -256,6 +256,7 @@ fn the_openapi_document_describes_every_route() {
         .split('"')
         .filter(|s| s.starts_with("/admin/"))
         .collect();
+    assert!(routed.contains(&"/admin/prices/{*model}"));
     assert!(routed.len() > 10, "{routed:?}");
     for p in routed {
         assert!(
@@ -763,5 +764,410 @@ async fn rotating_the_encryption_key_writes_a_new_key_and_reseals_provider_keys(
             .await
             .0,
         StatusCode::FORBIDDEN
+    );
+}
+
+async fn call_h(
+    s: &Arc<AdminState>,
+    method: &str,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resp = app(s.clone())
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+#[tokio::test]
+async fn plans_subscriptions_wallets_prices_and_invoices() {
+    let (s, _d) = state().await;
+    let (st, c, text) = call(
+        &s,
+        "POST",
+        "/admin/consumers",
+        Some(json!({"name": "acme"})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let cid = c["id"].as_str().unwrap_or_default().to_string();
+
+    // Plans: validated with the field named, conflicts on the name, published to the data plane.
+    for (plan, needle) in [
+        (json!({"kind": "metered"}), "overage"),
+        (json!({"kind": "gold"}), "variant"),
+        (
+            json!({"kind": "free", "allowance_tokens": 5, "rpm": 0}),
+            "rpm",
+        ),
+    ] {
+        let (st, v, _) = call(
+            &s,
+            "POST",
+            "/admin/plans",
+            Some(json!({"api": "support", "name": "x", "plan": plan})),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(needle),
+            "{v}"
+        );
+    }
+    let metered = json!({"api": "support", "name": "pro", "plan": {"kind": "metered",
+        "price_micros": 20_000_000, "overage_per_1k_micros": 2000, "wallet": "usd", "rpm": 60}});
+    let (st, p, text) = call(
+        &s,
+        "POST",
+        "/admin/plans",
+        Some(metered.clone()),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    assert_eq!(p["price_usd"], "20");
+    let pid = p["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        call(&s, "POST", "/admin/plans", Some(metered), Some(TOKEN))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert!(s.gateway.snapshot().plan_apis.contains("support"));
+    let (_, list, _) = call(&s, "GET", "/admin/plans?api=support", None, Some(TOKEN)).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+
+    let (st, sub, text) = call(
+        &s,
+        "POST",
+        &format!("/admin/consumers/{cid}/subscriptions"),
+        Some(json!({"plan_id": pid})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    assert_eq!(sub["api"], "support");
+    let (st, _, _) = call(
+        &s,
+        "DELETE",
+        &format!("/admin/plans/{pid}"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "a plan in use stays");
+
+    // Top-ups: the same Idempotency-Key credits once, even when sent twice at once.
+    let path = format!("/admin/consumers/{cid}/wallet/top-up");
+    let (a, b) = tokio::join!(
+        call_h(
+            &s,
+            "POST",
+            &path,
+            json!({"amount_usd": "5.00"}),
+            &[("idempotency-key", "t-1")]
+        ),
+        call_h(
+            &s,
+            "POST",
+            &path,
+            json!({"amount_usd": "5.00"}),
+            &[("idempotency-key", "t-1")]
+        ),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CREATED],
+        "{} / {}",
+        a.2,
+        b.2
+    );
+    let (st, v, _) = call_h(
+        &s,
+        "POST",
+        &path,
+        json!({"amount_usd": "5.00"}),
+        &[("idempotency-key", "t-1")],
+    )
+    .await;
+    assert_eq!((st, v["replayed"].as_bool()), (StatusCode::OK, Some(true)));
+    let (st, _, _) = call_h(
+        &s,
+        "POST",
+        &path,
+        json!({"amount_usd": "6"}),
+        &[("idempotency-key", "t-1")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "same key, different credit");
+    for bad in [
+        json!({"amount_usd": "-1"}),
+        json!({"amount_usd": "1.0000001"}),
+        json!({}),
+        json!({"amount_usd": 1, "tokens": 5}),
+    ] {
+        let (st, v, _) = call_h(&s, "POST", &path, bad.clone(), &[]).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    let (st, _, _) = call_h(
+        &s,
+        "POST",
+        &format!("/admin/consumers/{cid}/wallet/refund"),
+        json!({"amount_usd": 0.25, "note": "goodwill"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, w, _) = call(
+        &s,
+        "GET",
+        &format!("/admin/consumers/{cid}/wallet"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(w["usd"]["balance_usd"], "5.25", "{w}");
+    let (_, ledger, _) = call(
+        &s,
+        "GET",
+        &format!("/admin/consumers/{cid}/ledger"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(ledger.as_array().map(Vec::len), Some(2), "{ledger}");
+
+    // Prices: overrides (including provider/model keys) reach the data plane; bounds checked.
+    let (st, v, text) = call(
+        &s,
+        "PUT",
+        "/admin/prices/azure/gpt-4o",
+        Some(json!({"input": 3, "output": 12})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert_eq!(v["model"], "azure/gpt-4o");
+    assert_eq!(
+        s.gateway
+            .snapshot()
+            .prices
+            .lookup("azure", "gpt-4o")
+            .map(|p| p.input),
+        Some(3_000_000)
+    );
+    let (st, v, _) = call(
+        &s,
+        "PUT",
+        "/admin/prices/gpt-4o",
+        Some(json!({"input": 5000, "output": 1})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("input"),
+        "{v}"
+    );
+    let (_, prices, _) = call(&s, "GET", "/admin/prices", None, Some(TOKEN)).await;
+    let rows = prices.as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter()
+            .any(|r| r["model"] == "azure/gpt-4o" && r["source"] == "override")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["model"] == "gpt-4o" && r["source"] == "builtin")
+    );
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            "/admin/prices/azure/gpt-4o",
+            None,
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            "/admin/prices/azure/gpt-4o",
+            None,
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Invoice: this period's fee for the plan (pro-rated from the subscription's start) and
+    // the usage lines; CSV with the same total.
+    s.store
+        .record_usage(&store::UsageInput {
+            request_id: "r1".into(),
+            created_at: jiff::Timestamp::now().as_millisecond(),
+            consumer_id: Some(cid.clone()),
+            api: "support".into(),
+            model_requested: "smart, fast".into(),
+            status: 200,
+            prompt_tokens: 1500,
+            attempts: json!([]),
+            subscription: Some((
+                sub["id"].as_str().unwrap_or_default().to_string(),
+                sub["anchor_at"].as_i64().unwrap_or(0),
+            )),
+            plan: Some(serde_json::from_value(p["plan"].clone()).unwrap_or_else(|e| panic!("{e}"))),
+            ..store::UsageInput::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (st, inv, text) = call(
+        &s,
+        "GET",
+        &format!("/admin/consumers/{cid}/invoice"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{text}");
+    let lines = inv["lines"].as_array().cloned().unwrap_or_default();
+    assert_eq!(lines.len(), 2, "{inv}");
+    assert_eq!(lines[0]["kind"], "plan_fee");
+    assert_eq!(
+        lines[1]["amount_micros"], 3000,
+        "1,500 tokens at $0.002 per 1k"
+    );
+    let fee = lines[0]["amount_micros"].as_i64().unwrap_or(0);
+    assert!(fee > 19_999_000 && fee <= 20_000_000, "{fee}");
+    assert_eq!(inv["total_micros"].as_i64(), Some(fee + 3000));
+    let req = Request::builder()
+        .uri(format!("/admin/consumers/{cid}/invoice?format=csv"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resp = app(s.clone())
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/csv")
+    );
+    let csv = String::from_utf8_lossy(
+        &resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default(),
+    )
+    .to_string();
+    assert!(csv.contains("\"smart, fast\""), "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "total,,,,,,,,{}",
+            inv["total_usd"].as_str().unwrap_or("?")
+        )),
+        "{csv}"
+    );
+    let (st, _, _) = call(
+        &s,
+        "GET",
+        &format!("/admin/consumers/{cid}/invoice?period=someday"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, usage, _) = call(
+        &s,
+        "GET",
+        &format!("/admin/usage?consumer={cid}"),
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(usage.as_array().map(Vec::len), Some(1));
+
+    // Cancel; every change was audited without amounts' secrets (there are none) or keys.
+    let sid = sub["id"].as_str().unwrap_or_default();
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            &format!("/admin/subscriptions/{sid}"),
+            None,
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, audit, _) = call(&s, "GET", "/admin/audit?limit=100", None, Some(TOKEN)).await;
+    let actions: Vec<String> = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["action"].as_str().map(str::to_string))
+        .collect();
+    for a in [
+        "plan.create",
+        "subscription.set",
+        "wallet.top_up",
+        "wallet.refund",
+        "price.set",
+        "price.delete",
+        "subscription.cancel",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
+    }
+    assert_eq!(
+        actions.iter().filter(|a| *a == "wallet.top_up").count(),
+        1,
+        "a replay is not a second credit"
     );
 }
