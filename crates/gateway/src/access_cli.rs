@@ -71,6 +71,36 @@ pub enum ConsumerCmd {
     Delete {
         id: String,
     },
+    /// Subscribe the consumer to a plan (or move it to another one).
+    Subscribe {
+        consumer: String,
+        plan: String,
+    },
+    /// Wallet balances (USD and tokens).
+    Wallet {
+        consumer: String,
+    },
+    /// Credit the prepaid wallet.
+    TopUp {
+        consumer: String,
+        #[arg(long)]
+        usd: Option<String>,
+        #[arg(long)]
+        tokens: Option<i64>,
+        /// Retrying with the same key credits once.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// The consumer's invoice (current or previous period).
+    Invoice {
+        consumer: String,
+        #[arg(long)]
+        csv: bool,
+        #[arg(long, default_value = "current")]
+        period: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -349,6 +379,24 @@ pub async fn consumer(c: &AdminClient, cmd: ConsumerCmd) -> anyhow::Result<()> {
             c.delete(&format!("/admin/consumers/{id}")).await?;
             println!("consumer {id} deleted; its keys are revoked");
         }
+        ConsumerCmd::Subscribe { consumer, plan } => {
+            crate::billing_cli::subscribe(c, &consumer, &plan).await?;
+        }
+        ConsumerCmd::Wallet { consumer } => crate::billing_cli::wallet(c, &consumer).await?,
+        ConsumerCmd::TopUp {
+            consumer,
+            usd,
+            tokens,
+            idempotency_key,
+            note,
+        } => {
+            crate::billing_cli::top_up(c, &consumer, usd, tokens, idempotency_key, note).await?;
+        }
+        ConsumerCmd::Invoice {
+            consumer,
+            csv,
+            period,
+        } => crate::billing_cli::invoice(c, &consumer, csv, &period).await?,
     }
     Ok(())
 }

@@ -43,10 +43,51 @@ impl AdminClient {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// A POST with extra headers (`Idempotency-Key`).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Value> {
+        self.call_with(reqwest::Method::POST, path, Some(body), headers)
+            .await
+    }
+
+    /// A GET whose answer is text (CSV).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("admin API answered {}: {text}", status.as_u16());
+        }
+        Ok(text)
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Value> {
         let mut rb = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
         if let Some(b) = body {
             rb = rb.json(&b);
         }

@@ -5,6 +5,7 @@
 //! - Every other command talks to a running gateway's admin API ([`cli`]).
 
 mod access_cli;
+mod billing_cli;
 mod cli;
 mod config_file;
 mod serve;
@@ -77,6 +78,16 @@ enum Cmd {
     Secrets {
         #[command(subcommand)]
         cmd: access_cli::SecretsCmd,
+    },
+    /// Plans of gateway APIs: limits, allowances, prices.
+    Plan {
+        #[command(subcommand)]
+        cmd: billing_cli::PlanCmd,
+    },
+    /// Model prices (built-in table and overrides).
+    Price {
+        #[command(subcommand)]
+        cmd: billing_cli::PriceCmd,
     },
 }
 
@@ -251,6 +262,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Api { cmd } => access_cli::api(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Token { cmd } => access_cli::token(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Secrets { cmd } => access_cli::secrets(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Plan { cmd } => billing_cli::plan(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Price { cmd } => billing_cli::price(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Model { cmd } => {
             let c = cli::AdminClient::from_env()?;
             match cmd {
