@@ -548,3 +548,60 @@ mod tests {
         assert!(csv.ends_with("total,,,,,,,,0.5,0.1\n"), "{csv}");
     }
 }
+
+// --- billing webhook -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookDef {
+    url: String,
+    secret: String,
+}
+
+/// Sets the billing webhook. The secret is write-only: no answer or listing shows it.
+pub async fn put_webhook(
+    State(s): State<Shared>,
+    raw: axum::body::Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let def: WebhookDef = body(&raw)?;
+    s.store
+        .set_billing_webhook(&def.url, &wire::secret::Secret::new(def.secret))
+        .await?;
+    audit(
+        &s,
+        "billing_webhook.set",
+        "billing",
+        json!({"url": def.url}),
+    )
+    .await;
+    reload(&s).await?;
+    Ok(Json(json!({"url": def.url, "secret": "[REDACTED]"})))
+}
+
+pub async fn get_webhook(State(s): State<Shared>) -> Result<Json<Value>, AdminError> {
+    match s.store.billing_webhook().await? {
+        Some((url, _)) => Ok(Json(json!({"url": url, "secret": "[REDACTED]"}))),
+        None => Err(AdminError::NotFound("billing webhook".into())),
+    }
+}
+
+pub async fn delete_webhook(State(s): State<Shared>) -> Result<StatusCode, AdminError> {
+    if !s.store.delete_billing_webhook().await? {
+        return Err(AdminError::NotFound("billing webhook".into()));
+    }
+    audit(&s, "billing_webhook.delete", "billing", Value::Null).await;
+    reload(&s).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct EventQuery {
+    limit: Option<i64>,
+}
+
+pub async fn list_events(
+    State(s): State<Shared>,
+    Query(q): Query<EventQuery>,
+) -> Result<Json<Vec<store::EventRecord>>, AdminError> {
+    Ok(Json(s.store.list_events(q.limit.unwrap_or(100)).await?))
+}

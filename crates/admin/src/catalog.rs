@@ -419,6 +419,7 @@ pub async fn snapshot_from_store(
         .into_iter()
         .map(|p| p.api)
         .collect();
+    snap.billing_events = store.billing_webhook().await?.is_some();
     snap.prices = std::sync::Arc::new(billing::PriceTable::with_overrides(
         store.list_prices().await?.into_iter().collect(),
     ));

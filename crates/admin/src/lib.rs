@@ -117,6 +117,13 @@ pub fn app(state: Arc<AdminState>) -> Router {
             axum::routing::put(billing::put_price).delete(billing::delete_price),
         )
         .route("/admin/usage", get(billing::list_usage))
+        .route(
+            "/admin/billing/webhook",
+            get(billing::get_webhook)
+                .put(billing::put_webhook)
+                .delete(billing::delete_webhook),
+        )
+        .route("/admin/billing/events", get(billing::list_events))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             tokens::require_token,

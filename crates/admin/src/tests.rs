@@ -1171,3 +1171,47 @@ async fn plans_subscriptions_wallets_prices_and_invoices() {
         "a replay is not a second credit"
     );
 }
+
+#[tokio::test]
+async fn the_billing_webhook_secret_is_write_only() {
+    let (s, _d) = state().await;
+    let secret = "whsec_canary_5b1f0c9e7d";
+    let (st, v, text) = call(
+        &s,
+        "PUT",
+        "/admin/billing/webhook",
+        Some(json!({"url": "https://billing.example.com/hook", "secret": secret})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert!(!text.contains(secret));
+    assert_eq!(v["secret"], "[REDACTED]");
+    assert!(s.gateway.snapshot().billing_events);
+    let (_, _, text) = call(&s, "GET", "/admin/billing/webhook", None, Some(TOKEN)).await;
+    assert!(
+        text.contains("billing.example.com") && !text.contains(secret),
+        "{text}"
+    );
+    let (_, _, audit) = call(&s, "GET", "/admin/audit?limit=10", None, Some(TOKEN)).await;
+    assert!(
+        audit.contains("billing_webhook.set") && !audit.contains(secret),
+        "{audit}"
+    );
+    let (st, _, _) = call(
+        &s,
+        "PUT",
+        "/admin/billing/webhook",
+        Some(json!({"url": "https://x.example", "secret": "short"})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call(&s, "DELETE", "/admin/billing/webhook", None, Some(TOKEN))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(!s.gateway.snapshot().billing_events);
+}

@@ -170,6 +170,10 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     // Revoked and rotated keys leave this instance's cache within a second.
     let key_watch = gateway.keys.watch();
     let sweeper = tokio::spawn(sweep_holds(store.clone()));
+    let deliverer = tokio::spawn(pipeline::events::deliver_loop(
+        store.clone(),
+        admin_state.http.clone(),
+    ));
     // Rate limits shared by every instance through Redis when GATEWAY_REDIS_URL is set.
     let limiter =
         limits::Backend::from_env().map_err(|e| anyhow::anyhow!("GATEWAY_REDIS_URL: {e}"))?;
@@ -233,6 +237,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             b?;
             key_watch.abort();
             sweeper.abort();
+            deliverer.abort();
             // Usage records of every answered request are written before the store closes.
             gateway.accounts.flush().await;
             gateway.keys.close().await;

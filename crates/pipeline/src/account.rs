@@ -170,6 +170,8 @@ pub struct Account {
     /// The `x-ratelimit-*` headers for the response.
     pub rate_headers: HeaderMap,
     limiter: Option<Arc<limits::Backend>>,
+    /// Usage records carry a billing event.
+    event: bool,
     started: Instant,
     created_at: i64,
     settled: bool,
@@ -298,6 +300,7 @@ pub async fn admit(
         reserved_tokens: 0,
         rate_headers: HeaderMap::new(),
         limiter: None,
+        event: snap.billing_events,
         started: Instant::now(),
         created_at: now_ms(),
         settled: false,
@@ -614,6 +617,7 @@ impl Account {
             attempts: serde_json::to_value(o.attempts).unwrap_or_default(),
             plan: if ok { self.charge_plan.take() } else { None },
             wallet: if ok { self.held } else { None },
+            event: self.event && ok,
         };
         if let Some(key) = &self.sub {
             gw.accounts.period_tokens_local(key, as_i64(tokens.total()));

@@ -27,6 +27,7 @@ pub mod edge;
 pub mod egress;
 pub mod embeddings;
 pub mod error;
+pub mod events;
 pub mod handlers;
 pub mod llm;
 pub mod settle;

@@ -34,6 +34,8 @@ pub struct Snapshot {
     /// Gateway APIs that have plans: only their consumers' subscriptions are looked up, so an
     /// API without plans never waits on (or fails with) the store for billing.
     pub plan_apis: std::collections::HashSet<String>,
+    /// A billing webhook is configured: usage records carry an outbound event.
+    pub billing_events: bool,
 }
 
 impl Snapshot {
@@ -67,6 +69,7 @@ impl Snapshot {
             trusted_proxies: Vec::new(),
             prices: Arc::default(),
             plan_apis: Default::default(),
+            billing_events: false,
         }
     }
 

@@ -569,3 +569,102 @@ async fn an_api_wide_rpm_applies_across_consumers() {
     assert_eq!(st, 429);
     assert!(body.contains("this API"), "{body}");
 }
+
+/// Billing events reach the operator's webhook signed, are retried after a failure with the
+/// same idempotency id, and are not sent again once delivered.
+#[tokio::test]
+async fn billing_events_are_signed_retried_and_delivered_once() {
+    use std::sync::Mutex;
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1_000_000});
+    let env = start(Some(plan)).await;
+    type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+    let seen: Seen = Arc::default();
+    let listener = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await);
+    let hook = format!("http://{}/hook", ok(listener.local_addr()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let log = log.clone();
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                l.push((h("x-gateway-event-id"), h("x-gateway-signature"), body));
+                // The first delivery fails: the event must come again.
+                let first = l.len() == 1;
+                drop(l);
+                if first {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let secret = Secret::new("whsec_test_0123456789");
+    ok(env.store.set_billing_webhook(&hook, &secret).await);
+    let mut snap = Snapshot::build(
+        vec![],
+        vec![],
+        &ok(providers::http::client(
+            providers::egress::EgressPolicy::default(),
+        )),
+    );
+    // Rebuild the served snapshot with events on (what the admin reload does).
+    let old = env.gw.snapshot();
+    snap.providers = old.providers.clone();
+    snap.table = old.table.clone();
+    snap.apis = old.apis.clone();
+    snap.plan_apis = old.plan_apis.clone();
+    snap.billing_events = true;
+    env.gw.swap(snap);
+
+    let (st, id, _, _) = env.chat(&chat(8, false)).await;
+    assert_eq!(st, 200);
+    env.gw.accounts.flush().await;
+    let http = ok(providers::http::client(ok(
+        providers::egress::EgressPolicy::parse_allow("127.0.0.0/8"),
+    )));
+    assert_eq!(
+        pipeline::events::deliver_due(&env.store, &http).await,
+        0,
+        "first try fails"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(pipeline::events::deliver_due(&env.store, &http).await, 1);
+    assert_eq!(
+        pipeline::events::deliver_due(&env.store, &http).await,
+        0,
+        "delivered once"
+    );
+
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, seen[1].0, "a retry carries the same event id");
+    for (event, sig, body) in &seen {
+        let t: i64 = sig
+            .strip_prefix("t=")
+            .and_then(|r| r.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("bad signature header {sig}"));
+        assert_eq!(
+            sig,
+            &pipeline::events::signature(secret.expose(), t, body.as_bytes())
+        );
+        let v: Value = ok(serde_json::from_str(body));
+        assert_eq!(v["id"].as_str(), Some(event.as_str()));
+        assert_eq!(v["type"], "usage.settled");
+        assert_eq!(v["data"]["request_id"].as_str(), Some(id.as_str()));
+        assert!(v["data"]["charge_micros"].as_i64().unwrap_or(0) > 0);
+        assert!(!body.contains(secret.expose()));
+    }
+}

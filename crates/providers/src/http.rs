@@ -82,16 +82,50 @@ impl Client {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<Bytes, FetchError> {
+        self.exchange(Method::GET, url, &[], Bytes::new(), timeout, max_bytes)
+            .await
+    }
+
+    /// One JSON POST to an operator's endpoint (a webhook, a hook): the same rules as
+    /// [`Client::get_limited`], with the caller's headers (signatures).
+    pub async fn post_limited(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Bytes, FetchError> {
+        self.exchange(Method::POST, url, headers, body, timeout, max_bytes)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Bytes, FetchError> {
         let uri = Uri::try_from(url).map_err(|_| FetchError::Url)?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(FetchError::Url);
         }
-        let req = Request::builder()
-            .method(Method::GET)
+        let mut builder = Request::builder()
+            .method(method)
             .uri(uri)
             .header(USER_AGENT, USER_AGENT_VALUE)
-            .header(ACCEPT, JSON)
-            .body(Body::default())
+            .header(ACCEPT, JSON);
+        if !body.is_empty() {
+            builder = builder.header(http::header::CONTENT_TYPE, JSON);
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, v.as_str());
+        }
+        let req = builder
+            .body(Body::from(body))
             .map_err(|_| FetchError::Url)?;
         let call = async {
             let resp =

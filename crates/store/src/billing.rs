@@ -204,6 +204,8 @@ pub struct UsageInput {
     /// The wallet this request's hold is settled from: the charge for `usd`, the tokens for
     /// `tokens`. `None` releases any hold.
     pub wallet: Option<WalletUnit>,
+    /// Write a `usage.settled` billing event with the record (a webhook is configured).
+    pub event: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -1056,6 +1058,19 @@ async fn record_in(
     let settled = end_hold(tx, &u.request_id, draw, now)
         .await?
         .unwrap_or_default();
+    if u.event {
+        let payload = serde_json::json!({
+            "type": "usage.settled", "request_id": u.request_id, "created_at": u.created_at,
+            "consumer_id": u.consumer_id, "key_id": u.key_id, "api": u.api,
+            "subscription_id": u.subscription.as_ref().map(|s| &s.0),
+            "model": u.model.as_deref().unwrap_or(&u.model_requested), "provider": u.provider,
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "cached_tokens": u.cached_tokens, "estimated": u.estimated, "status": u.status,
+            "charge_micros": charge, "wallet_charged": settled.charged,
+            "cost_usd": billing::Picos(u128::try_from(u.cost_picos).unwrap_or(0)).to_string(),
+        });
+        crate::events::enqueue(tx, "usage.settled", &payload).await?;
+    }
     Ok(Recorded::New(Billed {
         charge_micros: charge,
         wallet: settled,

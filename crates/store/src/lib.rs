@@ -32,6 +32,7 @@ pub mod consumers;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod keys;
 mod migrations;
 pub mod models;
@@ -50,6 +51,7 @@ pub use crypto::key_file::{load_or_create_key_file, write_rotated as write_rotat
 pub use crypto::{Cipher, Keyring};
 pub use db::{Backend, Store};
 pub use error::StoreError;
+pub use events::EventRecord;
 pub use keys::{KeyInput, KeyRecord, KeyView};
 pub use models::{ModelInput, ModelRecord};
 pub use providers::{ProviderInput, ProviderRecord, ProviderView};

@@ -36,6 +36,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0003_billing.sql"),
         postgres: include_str!("../migrations/postgres/0003_billing.sql"),
     },
+    Step {
+        version: 4,
+        description: "events",
+        sqlite: include_str!("../migrations/sqlite/0004_events.sql"),
+        postgres: include_str!("../migrations/postgres/0004_events.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.

@@ -287,6 +287,22 @@ impl Store {
                 .await?;
             resealed += 1;
         }
+        // The billing webhook's signing secret, the same way.
+        if let Some(row) = sqlx::query("SELECT secret FROM billing_webhook WHERE id = 'billing'")
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            let blob: Vec<u8> = row.try_get("secret")?;
+            if !ring.is_current(&blob) {
+                let aad = "webhook:billing";
+                let fresh = ring.seal(ring.open(&blob, aad)?.expose(), aad)?;
+                sqlx::query("UPDATE billing_webhook SET secret = $1 WHERE id = 'billing'")
+                    .bind(fresh)
+                    .execute(&mut *tx)
+                    .await?;
+                resealed += 1;
+            }
+        }
         tx.commit().await?;
         self.keys.store(ring);
         Ok(resealed)

@@ -355,6 +355,7 @@ async fn a_usage_record_is_written_once_with_its_period_and_settlement() -> Test
             attempts: json!([{"provider": "openai", "status": 200}]),
             plan: Some(p.spec.clone()),
             wallet: Some(WalletUnit::Usd),
+            event: true,
         };
         assert_eq!(
             store.record_usage(&u).await?,
@@ -382,6 +383,7 @@ async fn a_usage_record_is_written_once_with_its_period_and_settlement() -> Test
         u2.request_id = "q2".into();
         u2.created_at = 2_000;
         u2.wallet = None;
+        u2.event = false;
         store.record_usage(&u2).await?;
         let lines = store.usage_lines(&c, 0, 10_000).await?;
         assert_eq!(lines.len(), 1);
@@ -396,6 +398,33 @@ async fn a_usage_record_is_written_once_with_its_period_and_settlement() -> Test
         assert_eq!(store.list_usage(Some(&c), 0, 1_500, 10).await?.len(), 1);
         assert_eq!(store.list_usage(None, 0, 10_000, 10).await?.len(), 2);
         assert_ledger_sums(store, &c, WalletUnit::Usd).await?;
+
+        // The event was written with the record (q2 had none), and is claimed once.
+        let events = store.list_events(10).await?;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].payload["request_id"], "q1");
+        assert_eq!(events[0].payload["charge_micros"], 2000);
+        let claimed = store.claim_events(10, 60_000).await?;
+        assert_eq!(claimed.len(), 1);
+        assert!(store.claim_events(10, 60_000).await?.is_empty(), "leased");
+        store.event_failed(&claimed[0].id, "503", Some(0)).await?;
+        let again = store.claim_events(10, 60_000).await?;
+        assert_eq!(again.first().map(|e| e.attempts), Some(1));
+        store.event_delivered(&again[0].id).await?;
+        assert!(store.claim_events(10, 0).await?.is_empty());
+        assert!(store.list_events(10).await?[0].delivered_at.is_some());
+
+        // The webhook secret is sealed bound to its row and survives key rotation.
+        let secret = wire::secret::Secret::new("whsec_0123456789abcdef");
+        assert!(store.set_billing_webhook("ftp://x", &secret).await.is_err());
+        store
+            .set_billing_webhook("https://billing.example.com/hook", &secret)
+            .await?;
+        let (url, got) = store.billing_webhook().await?.ok_or("webhook")?;
+        assert_eq!(
+            (url.as_str(), got.expose()),
+            ("https://billing.example.com/hook", secret.expose())
+        );
     }
     b.finish().await
 }
