@@ -169,7 +169,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     gateway.jwt.set_http(admin_state.http.clone());
     // Revoked and rotated keys leave this instance's cache within a second.
     let key_watch = gateway.keys.watch();
-    let sweeper = tokio::spawn(sweep_holds(store.clone()));
+    let sweeper = tokio::spawn(sweep_holds(store.clone(), s.hold_timeout));
     let deliverer = tokio::spawn(pipeline::events::deliver_loop(
         store.clone(),
         admin_state.http.clone(),
@@ -248,18 +248,19 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     }
 }
 
-/// Wallet holds older than this belong to requests that vanished (a crash, a lost task): no
-/// request runs this long, streams included.
-const STALE_HOLD: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// Releases stale wallet holds once a minute (on every instance: a hold is released once).
-async fn sweep_holds(store: store::Store) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+/// Releases wallet holds older than `stale` (their requests vanished: a crash, a lost task; no
+/// request runs that long, streams included). Runs on every instance: a hold is released once.
+async fn sweep_holds(store: store::Store, stale: std::time::Duration) {
+    let every = (stale / 4).clamp(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(60),
+    );
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let cutoff = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.saturating_sub(STALE_HOLD).as_millis())
+            .map(|d| d.saturating_sub(stale).as_millis())
             .unwrap_or(0);
         match store
             .sweep_reservations(i64::try_from(cutoff).unwrap_or(0))

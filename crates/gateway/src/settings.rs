@@ -15,6 +15,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long a shutdown waits for in-flight requests and streams.
     pub shutdown_grace: std::time::Duration,
+    /// Wallet holds older than this are released by the sweeper (their request vanished).
+    pub hold_timeout: std::time::Duration,
     /// After this long without a first token a stream is committed and kept alive with SSE
     /// comments at this interval.
     pub sse_keepalive: std::time::Duration,
@@ -81,6 +83,13 @@ impl Settings {
                     .context("GATEWAY_SHUTDOWN_GRACE must be a number of seconds")?,
             ),
         };
+        let hold_timeout = match var("GATEWAY_HOLD_TIMEOUT") {
+            None => std::time::Duration::from_secs(15 * 60),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(secs) if (1..=86_400).contains(&secs) => std::time::Duration::from_secs(secs),
+                _ => bail!("GATEWAY_HOLD_TIMEOUT must be a number of seconds (1 to 86400)"),
+            },
+        };
         let sse_keepalive = match var("GATEWAY_SSE_KEEPALIVE_MS") {
             None => pipeline::Limits::default().sse_keepalive,
             Some(v) => match v.trim().parse::<u64>() {
@@ -118,6 +127,7 @@ impl Settings {
             trusted_proxies,
             dev: var("GATEWAY_DEV").is_some_and(|v| v == "1"),
             shutdown_grace,
+            hold_timeout,
             sse_keepalive,
             port: port("GATEWAY_PORT", 4080)?,
             admin_port: port("GATEWAY_ADMIN_PORT", 4081)?,
