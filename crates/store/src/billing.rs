@@ -889,20 +889,26 @@ impl Store {
         Ok(r)
     }
 
-    /// Records many requests in one transaction (group commit: one disk sync for the batch).
-    /// If any fails, none is recorded and the error is returned; the caller retries them one
-    /// by one.
-    pub async fn record_usage_batch(
-        &self,
-        batch: &[UsageInput],
-    ) -> Result<Vec<Recorded>, StoreError> {
+    /// Records many requests in one transaction (group commit: one disk sync for the batch),
+    /// returning how many were new. Requests with nothing to settle (no subscription, no
+    /// event) go in multi-row inserts; the others one by one with their settlement. If any
+    /// fails, none is recorded and the error is returned; the caller retries them one by one.
+    pub async fn record_usage_batch(&self, batch: &[UsageInput]) -> Result<usize, StoreError> {
+        let (plain, settling): (Vec<&UsageInput>, Vec<&UsageInput>) = batch
+            .iter()
+            .partition(|u| u.subscription.is_none() && !u.event);
         let mut tx = self.begin_write().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for u in batch {
-            out.push(record_in(&mut tx, u).await?);
+        let mut new = 0;
+        for chunk in plain.chunks(BULK_ROWS) {
+            new += insert_plain(&mut tx, chunk).await?;
+        }
+        for u in settling {
+            if let Recorded::New(_) = record_in(&mut tx, u).await? {
+                new += 1;
+            }
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(new)
     }
 
     pub async fn usage_record(&self, request_id: &str) -> Result<Option<UsageRecord>, StoreError> {
@@ -973,6 +979,63 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Rows per multi-row insert: 18 parameters each stays far below both backends' limits.
+const BULK_ROWS: usize = 100;
+
+/// Usage records with nothing to settle, in one statement.
+async fn insert_plain(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rows: &[&UsageInput],
+) -> Result<usize, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut sql = String::from(concat!(
+        "INSERT INTO usage_records (",
+        usage_columns!(),
+        ") VALUES "
+    ));
+    for i in 0..rows.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..18 {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i * 18 + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    // Only placeholders are interpolated; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for u in rows {
+        q = q
+            .bind(u.request_id.clone())
+            .bind(u.created_at)
+            .bind(u.consumer_id.clone())
+            .bind(u.key_id.clone())
+            .bind(u.api.clone())
+            .bind(Option::<String>::None)
+            .bind(u.model_requested.clone())
+            .bind(u.model.clone())
+            .bind(u.provider.clone())
+            .bind(u.prompt_tokens)
+            .bind(u.completion_tokens)
+            .bind(u.cached_tokens)
+            .bind(u.estimated)
+            .bind(u.cost_picos)
+            .bind(0_i64)
+            .bind(u.status)
+            .bind(u.latency_ms)
+            .bind(json_text(&u.attempts)?);
+    }
+    let n = q.execute(&mut **tx).await?.rows_affected();
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// One usage record with its period total and wallet settlement, inside `tx`.

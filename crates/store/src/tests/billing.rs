@@ -396,8 +396,42 @@ async fn a_usage_record_is_written_once_with_its_period_and_settlement() -> Test
             (2, 2400, 4000)
         );
         assert_eq!(store.list_usage(Some(&c), 0, 1_500, 10).await?.len(), 1);
-        assert_eq!(store.list_usage(None, 0, 10_000, 10).await?.len(), 2);
+        assert_eq!(store.list_usage(None, 0, 2_500, 10).await?.len(), 2);
         assert_ledger_sums(store, &c, WalletUnit::Usd).await?;
+
+        // A batch: plain records in multi-row inserts (a duplicate skipped), settling ones
+        // one by one, all in one transaction.
+        let plain = |id: &str| UsageInput {
+            request_id: id.into(),
+            created_at: 3_000,
+            api: "default".into(),
+            model_requested: "m".into(),
+            prompt_tokens: 5,
+            status: 200,
+            attempts: json!([]),
+            ..UsageInput::default()
+        };
+        let mut batch: Vec<UsageInput> = (0..250).map(|i| plain(&format!("b{i}"))).collect();
+        batch.push(plain("q1"));
+        let mut settling = u.clone();
+        settling.request_id = "q3".into();
+        settling.wallet = None;
+        settling.event = false;
+        batch.push(settling);
+        assert_eq!(
+            store.record_usage_batch(&batch).await?,
+            251,
+            "250 plain + q3; q1 was there"
+        );
+        let rec = store.usage_record("b249").await?.ok_or("b249")?;
+        assert_eq!(
+            (rec.prompt_tokens, rec.status, rec.charge_micros),
+            (5, 200, 0)
+        );
+        assert_eq!(
+            store.usage_record("q3").await?.map(|r| r.charge_micros),
+            Some(2000)
+        );
 
         // The event was written with the record (q2 had none), and is claimed once.
         let events = store.list_events(10).await?;
