@@ -16,14 +16,14 @@ use sqlx::any::AnyRow;
 use crate::columns::{bool_column, json_column, json_text, new_id, now_ms};
 use crate::{Store, StoreError};
 
-fn unit_str(u: WalletUnit) -> &'static str {
+pub(crate) fn unit_str(u: WalletUnit) -> &'static str {
     match u {
         WalletUnit::Usd => "usd",
         WalletUnit::Tokens => "tokens",
     }
 }
 
-fn unit_of(s: &str) -> Result<WalletUnit, StoreError> {
+pub(crate) fn unit_of(s: &str) -> Result<WalletUnit, StoreError> {
     match s {
         "usd" => Ok(WalletUnit::Usd),
         "tokens" => Ok(WalletUnit::Tokens),
@@ -890,9 +890,10 @@ impl Store {
     }
 
     /// Records many requests in one transaction (group commit: one disk sync for the batch),
-    /// returning how many were new. Requests with nothing to settle (no subscription, no
-    /// event) go in multi-row inserts; the others one by one with their settlement. If any
-    /// fails, none is recorded and the error is returned; the caller retries them one by one.
+    /// returning how many were new. Multi-row statements throughout: requests with nothing to
+    /// settle in plain inserts, the others with one statement per period and per wallet
+    /// touched (see [`crate::batch`]). If any fails, none is recorded and the error is
+    /// returned; the caller retries them one by one.
     pub async fn record_usage_batch(&self, batch: &[UsageInput]) -> Result<usize, StoreError> {
         let (plain, settling): (Vec<&UsageInput>, Vec<&UsageInput>) = batch
             .iter()
@@ -902,11 +903,7 @@ impl Store {
         for chunk in plain.chunks(BULK_ROWS) {
             new += insert_plain(&mut tx, chunk).await?;
         }
-        for u in settling {
-            if let Recorded::New(_) = record_in(&mut tx, u).await? {
-                new += 1;
-            }
-        }
+        new += crate::batch::settle_many(&mut tx, &settling).await?;
         tx.commit().await?;
         Ok(new)
     }
@@ -1122,22 +1119,27 @@ async fn record_in(
         .await?
         .unwrap_or_default();
     if u.event {
-        let payload = serde_json::json!({
-            "type": "usage.settled", "request_id": u.request_id, "created_at": u.created_at,
-            "consumer_id": u.consumer_id, "key_id": u.key_id, "api": u.api,
-            "subscription_id": u.subscription.as_ref().map(|s| &s.0),
-            "model": u.model.as_deref().unwrap_or(&u.model_requested), "provider": u.provider,
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "cached_tokens": u.cached_tokens, "estimated": u.estimated, "status": u.status,
-            "charge_micros": charge, "wallet_charged": settled.charged,
-            "cost_usd": billing::Picos(u128::try_from(u.cost_picos).unwrap_or(0)).to_string(),
-        });
+        let payload = settled_event(u, charge, settled.charged);
         crate::events::enqueue(tx, "usage.settled", &payload).await?;
     }
     Ok(Recorded::New(Billed {
         charge_micros: charge,
         wallet: settled,
     }))
+}
+
+/// The `usage.settled` billing event of a recorded request.
+pub(crate) fn settled_event(u: &UsageInput, charge: i64, wallet_charged: i64) -> Value {
+    serde_json::json!({
+        "type": "usage.settled", "request_id": u.request_id, "created_at": u.created_at,
+        "consumer_id": u.consumer_id, "key_id": u.key_id, "api": u.api,
+        "subscription_id": u.subscription.as_ref().map(|s| &s.0),
+        "model": u.model.as_deref().unwrap_or(&u.model_requested), "provider": u.provider,
+        "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+        "cached_tokens": u.cached_tokens, "estimated": u.estimated, "status": u.status,
+        "charge_micros": charge, "wallet_charged": wallet_charged,
+        "cost_usd": billing::Picos(u128::try_from(u.cost_picos).unwrap_or(0)).to_string(),
+    })
 }
 
 async fn insert_ledger(

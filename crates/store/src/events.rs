@@ -68,6 +68,45 @@ pub(crate) async fn enqueue(
     Ok(id)
 }
 
+/// Writes many events of one kind inside another transaction, in multi-row inserts.
+pub(crate) async fn enqueue_many(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    kind: &str,
+    payloads: &[Value],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    for chunk in payloads.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO billing_events (id, kind, payload, created_at, attempts, next_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = i * 4;
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, 0, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 4
+            ));
+        }
+        // Only placeholders are interpolated; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in chunk {
+            q = q
+                .bind(new_id())
+                .bind(kind.to_string())
+                .bind(json_text(p)?)
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Sets the operator's billing webhook; the secret is sealed bound to its row.
     pub async fn set_billing_webhook(&self, url: &str, secret: &Secret) -> Result<(), StoreError> {

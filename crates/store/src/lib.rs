@@ -26,7 +26,9 @@
 pub mod admin_tokens;
 pub mod apis;
 pub mod audit;
+#[macro_use]
 pub mod billing;
+pub mod batch;
 mod columns;
 pub mod consumers;
 pub mod crypto;
@@ -42,6 +44,7 @@ pub mod settings;
 pub use admin_tokens::{AdminTokenInput, AdminTokenRecord};
 pub use apis::{ApiInput, ApiRecord};
 pub use audit::{AuditInput, AuditRecord};
+pub use batch::Hold;
 pub use billing::{
     Billed, Credit, LedgerEntry, PeriodUsage, PlanRecord, PlanSpan, Recorded, Settled,
     SubscriptionRecord, UsageInput, UsageLine, UsageRecord, WalletRecord,

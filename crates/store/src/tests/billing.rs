@@ -259,7 +259,21 @@ async fn concurrent_requests_through_three_instances_never_overspend() -> TestRe
             instances.push(Store::connect(url, Cipher::generate().0).await?);
         }
         let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..1000 {
+        let record = |id: String, c: String, sub: (String, i64), spec: Plan| UsageInput {
+            request_id: id,
+            api: "default".into(),
+            consumer_id: Some(c),
+            model_requested: "gpt-4o".into(),
+            status: 200,
+            attempts: json!([]),
+            prompt_tokens: 1000,
+            subscription: Some(sub),
+            plan: Some(spec),
+            wallet: Some(WalletUnit::Usd),
+            ..UsageInput::default()
+        };
+        // Half one request at a time, half group-committed in batches of ten.
+        for i in 0..500 {
             let s = instances[i % 3].clone();
             let c = c.clone();
             let (sub, spec) = ((sub.id.clone(), sub.anchor_at), p.spec.clone());
@@ -267,35 +281,44 @@ async fn concurrent_requests_through_three_instances_never_overspend() -> TestRe
                 let id = format!("req-{i}");
                 if s.reserve(&id, &c, WalletUnit::Usd, 100_000).await? {
                     tokio::task::yield_now().await;
-                    let u = UsageInput {
-                        request_id: id,
-                        api: "default".into(),
-                        consumer_id: Some(c),
-                        model_requested: "gpt-4o".into(),
-                        status: 200,
-                        attempts: json!([]),
-                        prompt_tokens: 1000,
-                        subscription: Some(sub),
-                        plan: Some(spec),
-                        wallet: Some(WalletUnit::Usd),
-                        ..UsageInput::default()
-                    };
-                    return match s.record_usage(&u).await? {
+                    return match s.record_usage(&record(id, c, sub, spec)).await? {
                         Recorded::New(b) => {
                             assert_eq!(b.charge_micros, 60_000);
-                            Ok::<_, StoreError>(true)
+                            Ok::<_, StoreError>(1)
                         }
-                        Recorded::Duplicate => Ok(false),
+                        Recorded::Duplicate => Ok(0),
                     };
                 }
-                Ok(false)
+                Ok(0)
+            });
+        }
+        for t in 0..50 {
+            let s = instances[t % 3].clone();
+            let c = c.clone();
+            let (sub, spec) = ((sub.id.clone(), sub.anchor_at), p.spec.clone());
+            tasks.spawn(async move {
+                let holds: Vec<crate::Hold> = (0..10)
+                    .map(|k| crate::Hold {
+                        request_id: format!("batch-{t}-{k}"),
+                        consumer_id: c.clone(),
+                        unit: WalletUnit::Usd,
+                        amount: 100_000,
+                    })
+                    .collect();
+                let got = s.reserve_batch(&holds).await?;
+                tokio::task::yield_now().await;
+                let batch: Vec<UsageInput> = holds
+                    .into_iter()
+                    .zip(got)
+                    .filter(|(_, ok)| *ok)
+                    .map(|(h, _)| record(h.request_id, c.clone(), sub.clone(), spec.clone()))
+                    .collect();
+                Ok(i64::try_from(s.record_usage_batch(&batch).await?).unwrap_or(0))
             });
         }
         let mut admitted = 0i64;
         while let Some(r) = tasks.join_next().await {
-            if r?? {
-                admitted += 1;
-            }
+            admitted += r??;
         }
         let w = store.wallet(&c, WalletUnit::Usd).await?;
         assert!(
@@ -539,4 +562,174 @@ proptest! {
             store.close().await;
         });
     }
+}
+
+/// The group-committed path (holds and usage records in batches) charges, holds and ledgers
+/// exactly what the one-request-at-a-time path does, on both backends: the same requests, in
+/// the same order, for two consumers subscribed to the same metered plan with an allowance,
+/// whose wallets run dry part way (refused holds, usage beyond a hold partly uncovered,
+/// failed requests released, duplicates).
+#[tokio::test]
+async fn batched_holds_and_settlements_equal_one_by_one() -> TestResult {
+    let b = backends().await?;
+    for store in b.iter() {
+        let spec = plan(json!({"kind": "metered", "allowance_tokens": 3000,
+            "overage_per_1k_micros": 50000, "wallet": "usd"}));
+        let p = store.create_plan("default", "metered", &spec).await?;
+        let (one, many) = (
+            consumer(store, "one").await?,
+            consumer(store, "many").await?,
+        );
+        let mut subs = Vec::new();
+        for c in [&one, &many] {
+            let s = store.subscribe(c, &p.id).await?;
+            subs.push((s.id, s.anchor_at));
+            store
+                .top_up(c, WalletUnit::Usd, 1_000_000, None, None)
+                .await?;
+        }
+        // A fixed-seed generator: holds of 10k–60k µUSD, usage of 0–2,000 tokens.
+        let mut seed = 0x2545_f491_u64;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let reqs: Vec<(i64, i64, bool)> = (0..120)
+            .map(|_| {
+                let hold = 10_000 + i64::try_from(next(50_000)).unwrap_or(0);
+                let tokens = i64::try_from(next(2_000)).unwrap_or(0);
+                (hold, tokens, next(10) != 0)
+            })
+            .collect();
+        let usage = |c: &str, sub: &(String, i64), i: usize, tokens: i64, ok: bool| UsageInput {
+            request_id: format!("{c}-{i}"),
+            api: "default".into(),
+            consumer_id: Some(c.to_string()),
+            model_requested: "gpt-4o".into(),
+            status: if ok { 200 } else { 502 },
+            attempts: json!([]),
+            prompt_tokens: if ok { tokens } else { 0 },
+            subscription: Some(sub.clone()),
+            plan: ok.then(|| spec.clone()),
+            wallet: ok.then_some(WalletUnit::Usd),
+            event: ok,
+            ..UsageInput::default()
+        };
+        // The same batches both ways: all holds of a batch, then all its records (requests
+        // in flight together), one call at a time or group-committed.
+        let mut bounds = Vec::new();
+        let mut i = 0;
+        while i < reqs.len() {
+            let end = (i + 1 + usize::try_from(next(17)).unwrap_or(0)).min(reqs.len());
+            bounds.push(i..end);
+            i = end;
+        }
+        let mut held_one = Vec::new();
+        for r in &bounds {
+            let mut held = Vec::new();
+            for j in r.clone() {
+                let id = format!("{one}-{j}");
+                held.push(store.reserve(&id, &one, WalletUnit::Usd, reqs[j].0).await?);
+            }
+            for (j, h) in r.clone().zip(&held) {
+                if *h {
+                    store
+                        .record_usage(&usage(&one, &subs[0], j, reqs[j].1, reqs[j].2))
+                        .await?;
+                }
+            }
+            held_one.extend(held);
+        }
+        let mut held_many = Vec::new();
+        for r in &bounds {
+            let holds: Vec<crate::Hold> = r
+                .clone()
+                .map(|j| crate::Hold {
+                    request_id: format!("{many}-{j}"),
+                    consumer_id: many.clone(),
+                    unit: WalletUnit::Usd,
+                    amount: reqs[j].0,
+                })
+                .collect();
+            let got = store.reserve_batch(&holds).await?;
+            let mut batch: Vec<UsageInput> = r
+                .clone()
+                .zip(&got)
+                .filter(|(_, h)| **h)
+                .map(|(j, _)| usage(&many, &subs[1], j, reqs[j].1, reqs[j].2))
+                .collect();
+            // A retried record (already written) and a repeat inside the batch change nothing.
+            if let Some(first) = batch.first().cloned() {
+                batch.push(first);
+            }
+            if let Some(j) = held_many.iter().position(|h| *h) {
+                batch.push(usage(&many, &subs[1], j, reqs[j].1, reqs[j].2));
+            }
+            store.record_usage_batch(&batch).await?;
+            held_many.extend(got);
+        }
+        assert_eq!(
+            held_one,
+            held_many,
+            "{:?}: the same holds admitted",
+            store.backend()
+        );
+        assert!(
+            held_one.iter().any(|h| !h),
+            "the wallet ran dry in the scenario"
+        );
+        let (w1, w2) = (
+            store.wallet(&one, WalletUnit::Usd).await?,
+            store.wallet(&many, WalletUnit::Usd).await?,
+        );
+        assert_eq!(
+            (w1.balance, w1.reserved),
+            (w2.balance, w2.reserved),
+            "{:?}",
+            store.backend()
+        );
+        let (p1, p2) = (
+            store.period_usage(&subs[0].0, subs[0].1).await?,
+            store.period_usage(&subs[1].0, subs[1].1).await?,
+        );
+        assert_eq!(p1, p2);
+        assert!(p1.charge > 0);
+        for (i, _) in reqs.iter().enumerate() {
+            let a = store.usage_record(&format!("{one}-{i}")).await?;
+            let b = store.usage_record(&format!("{many}-{i}")).await?;
+            assert_eq!(
+                a.map(|r| (r.charge_micros, r.prompt_tokens, r.status)),
+                b.map(|r| (r.charge_micros, r.prompt_tokens, r.status)),
+                "request {i}"
+            );
+        }
+        let settles = |c: String| async move {
+            let mut v: Vec<(String, String, i64)> = store
+                .ledger(&c)
+                .await?
+                .into_iter()
+                .map(|e| {
+                    let rid = e.request_id.unwrap_or_default();
+                    let n = rid.rsplit('-').next().unwrap_or("").to_string();
+                    (n, e.kind, e.amount)
+                })
+                .collect();
+            v.sort();
+            Ok::<_, StoreError>(v)
+        };
+        assert_eq!(settles(one.clone()).await?, settles(many.clone()).await?);
+        let events = store.list_events(1000).await?;
+        let count = |c: &str| {
+            events
+                .iter()
+                .filter(|e| e.payload["consumer_id"] == c)
+                .count()
+        };
+        assert_eq!(count(&one), count(&many));
+        assert_ledger_sums(store, &one, WalletUnit::Usd).await?;
+        assert_ledger_sums(store, &many, WalletUnit::Usd).await?;
+    }
+    b.finish().await
 }
