@@ -60,6 +60,12 @@ enum Job {
     Flush(oneshot::Sender<()>),
 }
 
+/// A wallet hold waiting for the next group commit.
+struct HoldJob {
+    hold: store::Hold,
+    done: oneshot::Sender<Result<bool, store::StoreError>>,
+}
+
 /// What the account stage remembers across requests.
 #[derive(Default)]
 pub struct Accounts {
@@ -67,6 +73,7 @@ pub struct Accounts {
     /// (subscription, period start) → tokens used, as of the last look plus local settlements.
     periods: Mutex<HashMap<(String, i64), Memo<i64>>>,
     writer: OnceLock<mpsc::Sender<Job>>,
+    holds: OnceLock<mpsc::Sender<HoldJob>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -104,6 +111,23 @@ impl Accounts {
         })
     }
 
+    /// Places a wallet hold with the holds of every other request admitted meanwhile, in one
+    /// transaction: the request waits for the commit (its hold is durable before any upstream
+    /// call) but the disk write is shared.
+    async fn hold(&self, store: &Store, hold: store::Hold) -> Result<bool, store::StoreError> {
+        let tx = self.holds.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(hold_loop(store.clone(), rx));
+            tx
+        });
+        let (done, wait) = oneshot::channel();
+        if tx.send(HoldJob { hold, done }).await.is_err() {
+            return Err(store::StoreError::Invalid("the hold writer stopped".into()));
+        }
+        wait.await
+            .unwrap_or_else(|_| Err(store::StoreError::Invalid("the hold writer stopped".into())))
+    }
+
     fn period_tokens_local(&self, key: &(String, i64), add: i64) {
         if let Ok(mut m) = self.periods.lock()
             && let Some(e) = m.get_mut(key)
@@ -133,6 +157,37 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>) {
         }
         for f in flushes {
             let _ = f.send(());
+        }
+    }
+}
+
+/// Places queued holds in batches; a batch that fails is retried hold by hold so one bad hold
+/// cannot refuse the others. A hold whose request left while waiting is released at once.
+async fn hold_loop(store: Store, mut rx: mpsc::Receiver<HoldJob>) {
+    let mut jobs = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut jobs, BATCH).await > 0 {
+        let holds: Vec<store::Hold> = jobs.iter().map(|j| j.hold.clone()).collect();
+        let results: Vec<Result<bool, store::StoreError>> = match store.reserve_batch(&holds).await
+        {
+            Ok(held) => held.into_iter().map(Ok).collect(),
+            Err(_) => {
+                let mut one = Vec::with_capacity(holds.len());
+                for h in &holds {
+                    one.push(
+                        store
+                            .reserve(&h.request_id, &h.consumer_id, h.unit, h.amount)
+                            .await,
+                    );
+                }
+                one
+            }
+        };
+        for (job, r) in jobs.drain(..).zip(results) {
+            if let Err(Ok(true)) = job.done.send(r)
+                && let Err(e) = store.release(&job.hold.request_id).await
+            {
+                tracing::warn!(error = %e, "abandoned wallet hold not released; the sweeper will");
+            }
         }
     }
 }
@@ -432,13 +487,16 @@ pub async fn admit(
             WalletUnit::Tokens => i64::try_from(worst).unwrap_or(i64::MAX),
         };
         if amount > 0 {
-            let held = store
-                .reserve(request_id, consumer, unit, amount)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "wallet hold failed");
-                    GatewayError::BillingUnavailable
-                })?;
+            let hold = store::Hold {
+                request_id: request_id.to_string(),
+                consumer_id: consumer.clone(),
+                unit,
+                amount,
+            };
+            let held = gw.accounts.hold(store, hold).await.map_err(|e| {
+                tracing::warn!(error = %e, "wallet hold failed");
+                GatewayError::BillingUnavailable
+            })?;
             if !held {
                 let need = match unit {
                     WalletUnit::Usd => format!("${}", billing::money::format_micros(amount)),

@@ -29,8 +29,10 @@ const ROWS: usize = 100;
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-/// `($1, $2, …), ($n+1, …)` for `rows` rows of `width` parameters.
-fn placeholders(rows: usize, width: usize) -> String {
+/// `($1, $2, …), ($n+1, …)` for `rows` rows of `width` parameters; anonymous `?` on SQLite,
+/// whose lookup of a numbered parameter scans every name before it (quadratic in a
+/// multi-row statement: it was a third of the data plane's CPU).
+pub(crate) fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
     let mut s = String::with_capacity(rows * width * 5);
     for r in 0..rows {
         if r > 0 {
@@ -41,18 +43,26 @@ fn placeholders(rows: usize, width: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push('$');
-            s.push_str(&(r * width + c + 1).to_string());
+            match backend {
+                Backend::Sqlite => s.push('?'),
+                Backend::Postgres => {
+                    s.push('$');
+                    s.push_str(&(r * width + c + 1).to_string());
+                }
+            }
         }
         s.push(')');
     }
     s
 }
 
-/// `$1, $2, …, $n`.
-fn list(n: usize) -> String {
+/// `$1, $2, …, $n` (`?, ?, …` on SQLite).
+fn list(backend: Backend, n: usize) -> String {
     (1..=n)
-        .map(|i| format!("${i}"))
+        .map(|i| match backend {
+            Backend::Sqlite => "?".to_string(),
+            Backend::Postgres => format!("${i}"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -89,11 +99,16 @@ struct Entry<'a> {
     request_id: &'a str,
 }
 
-async fn insert_ledger_rows(tx: &mut Tx, rows: &[Entry<'_>], now: i64) -> Result<(), StoreError> {
+async fn insert_ledger_rows(
+    tx: &mut Tx,
+    backend: Backend,
+    rows: &[Entry<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO wallet_ledger (id, consumer_id, unit, kind, amount, request_id, created_at) VALUES {}",
-            placeholders(chunk.len(), 7)
+            placeholders(backend, chunk.len(), 7)
         );
         // Only placeholders are interpolated; every value is bound.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -189,6 +204,7 @@ impl Store {
             out[0] = n == 1;
             return Ok(out);
         }
+        let backend = self.backend();
         let mut tx = self.begin_write().await?;
         for ((consumer, unit), idx) in groups(holds.iter().enumerate(), |h| {
             (h.consumer_id.as_str(), unit_str(h.unit))
@@ -228,7 +244,7 @@ impl Store {
         for chunk in held.chunks(ROWS) {
             let sql = format!(
                 "INSERT INTO wallet_reservations (request_id, consumer_id, unit, amount, created_at) VALUES {}",
-                placeholders(chunk.len(), 5)
+                placeholders(backend, chunk.len(), 5)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for h in chunk {
@@ -251,7 +267,7 @@ impl Store {
                 request_id: &h.request_id,
             })
             .collect();
-        insert_ledger_rows(&mut tx, &entries, now).await?;
+        insert_ledger_rows(&mut tx, backend, &entries, now).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -260,7 +276,11 @@ impl Store {
 /// Records usage rows that settle something (a subscription period, a wallet hold, a billing
 /// event) inside `tx`, with a few statements for the whole batch. Rows whose request id is
 /// already recorded (or repeated in the batch) change nothing. Returns how many were new.
-pub(crate) async fn settle_many(tx: &mut Tx, rows: &[&UsageInput]) -> Result<usize, StoreError> {
+pub(crate) async fn settle_many(
+    tx: &mut Tx,
+    backend: Backend,
+    rows: &[&UsageInput],
+) -> Result<usize, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -270,7 +290,7 @@ pub(crate) async fn settle_many(tx: &mut Tx, rows: &[&UsageInput]) -> Result<usi
     for chunk in rows.chunks(ROWS) {
         let sql = format!(
             "SELECT request_id FROM usage_records WHERE request_id IN ({})",
-            list(chunk.len())
+            list(backend, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for u in chunk {
@@ -348,7 +368,7 @@ pub(crate) async fn settle_many(tx: &mut Tx, rows: &[&UsageInput]) -> Result<usi
                 usage_columns!(),
                 ") VALUES {} ON CONFLICT (request_id) DO NOTHING"
             ),
-            placeholders(chunk.len(), 18)
+            placeholders(backend, chunk.len(), 18)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (j, u) in chunk.iter().enumerate() {
@@ -392,7 +412,7 @@ pub(crate) async fn settle_many(tx: &mut Tx, rows: &[&UsageInput]) -> Result<usi
         let sql = format!(
             "DELETE FROM wallet_reservations WHERE request_id IN ({}) \
              RETURNING request_id, consumer_id, unit, amount",
-            list(chunk.len())
+            list(backend, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for u in chunk {
@@ -485,7 +505,7 @@ pub(crate) async fn settle_many(tx: &mut Tx, rows: &[&UsageInput]) -> Result<usi
             ));
         }
     }
-    insert_ledger_rows(tx, &entries, now).await?;
+    insert_ledger_rows(tx, backend, &entries, now).await?;
 
     let events: Vec<serde_json::Value> = rows
         .iter()
@@ -493,6 +513,6 @@ pub(crate) async fn settle_many(tx: &mut Tx, rows: &[&UsageInput]) -> Result<usi
         .filter(|(_, u)| u.event)
         .map(|(i, u)| crate::billing::settled_event(u, charges[i], wallet_charged[i]))
         .collect();
-    crate::events::enqueue_many(tx, "usage.settled", &events).await?;
+    crate::events::enqueue_many(tx, backend, "usage.settled", &events).await?;
     Ok(rows.len())
 }

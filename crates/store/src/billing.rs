@@ -901,9 +901,9 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let mut new = 0;
         for chunk in plain.chunks(BULK_ROWS) {
-            new += insert_plain(&mut tx, chunk).await?;
+            new += insert_plain(&mut tx, self.backend(), chunk).await?;
         }
-        new += crate::batch::settle_many(&mut tx, &settling).await?;
+        new += crate::batch::settle_many(&mut tx, self.backend(), &settling).await?;
         tx.commit().await?;
         Ok(new)
     }
@@ -984,30 +984,20 @@ const BULK_ROWS: usize = 100;
 /// Usage records with nothing to settle, in one statement.
 async fn insert_plain(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: crate::Backend,
     rows: &[&UsageInput],
 ) -> Result<usize, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut sql = String::from(concat!(
-        "INSERT INTO usage_records (",
-        usage_columns!(),
-        ") VALUES "
-    ));
-    for i in 0..rows.len() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..18 {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", i * 18 + c + 1));
-        }
-        sql.push(')');
-    }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    let sql = format!(
+        concat!(
+            "INSERT INTO usage_records (",
+            usage_columns!(),
+            ") VALUES {} ON CONFLICT (request_id) DO NOTHING"
+        ),
+        crate::batch::placeholders(backend, rows.len(), 18)
+    );
     // Only placeholders are interpolated; every value is bound.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for u in rows {

@@ -80,6 +80,11 @@ impl Store {
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             conn.execute("PRAGMA busy_timeout = 5000").await?;
                             conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            // Each connection has its own page cache, emptied whenever another
+                            // connection writes; mapped pages are shared and need no copy.
+                            conn.execute("PRAGMA mmap_size = 268435456").await?;
+                            // Statement journals (multi-row writes) stay off the disk.
+                            conn.execute("PRAGMA temp_store = MEMORY").await?;
                             Ok(())
                         })
                     })

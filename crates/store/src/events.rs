@@ -71,28 +71,16 @@ pub(crate) async fn enqueue(
 /// Writes many events of one kind inside another transaction, in multi-row inserts.
 pub(crate) async fn enqueue_many(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: crate::Backend,
     kind: &str,
     payloads: &[Value],
 ) -> Result<(), StoreError> {
     let now = now_ms();
     for chunk in payloads.chunks(100) {
-        let mut sql = String::from(
-            "INSERT INTO billing_events (id, kind, payload, created_at, attempts, next_at) VALUES ",
+        let sql = format!(
+            "INSERT INTO billing_events (id, kind, payload, created_at, attempts, next_at) VALUES {}",
+            crate::batch::placeholders(backend, chunk.len(), 6)
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let b = i * 4;
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, 0, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 4
-            ));
-        }
         // Only placeholders are interpolated; every value is bound.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for p in chunk {
@@ -100,6 +88,8 @@ pub(crate) async fn enqueue_many(
                 .bind(new_id())
                 .bind(kind.to_string())
                 .bind(json_text(p)?)
+                .bind(now)
+                .bind(0_i64)
                 .bind(now);
         }
         q.execute(&mut **tx).await?;
