@@ -16,6 +16,8 @@
 //!   subject), [`keys`] (gateway keys stored as SHA-256 digests, with rotation, batched use
 //!   stamps and the `keys_changed_since` poll that keeps every instance's auth cache current)
 //!   and [`admin_tokens`] (admin API credentials with a role).
+//! - [`request_log`]: the request log (batched inserts, filters, stats) and the hourly
+//!   rollups analytics read, kept in the same transaction; retention by whole hours.
 //! - `columns`: the shared column conventions (uuid v7 text ids, unix-millisecond times, JSON
 //!   text, booleans on both backends).
 //! - [`error`]: [`StoreError`]; unique violations from either backend become `Conflict`.
@@ -39,6 +41,7 @@ pub mod keys;
 mod migrations;
 pub mod models;
 pub mod providers;
+pub mod request_log;
 pub mod settings;
 
 pub use admin_tokens::{AdminTokenInput, AdminTokenRecord};
@@ -58,6 +61,7 @@ pub use events::EventRecord;
 pub use keys::{KeyInput, KeyRecord, KeyView};
 pub use models::{ModelInput, ModelRecord};
 pub use providers::{ProviderInput, ProviderRecord, ProviderView};
+pub use request_log::{LogFilter, LogRow, LogStats, RollupBy, UsageRollup};
 
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0004_events.sql"),
         postgres: include_str!("../migrations/postgres/0004_events.sql"),
     },
+    Step {
+        version: 6,
+        description: "request_log",
+        sqlite: include_str!("../migrations/sqlite/0006_request_log.sql"),
+        postgres: include_str!("../migrations/postgres/0006_request_log.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.

@@ -12,6 +12,7 @@ mod keys;
 mod migrations;
 mod models;
 mod providers;
+mod request_log;
 mod settings;
 
 use std::sync::Once;

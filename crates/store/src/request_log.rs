@@ -1,0 +1,617 @@
+//! The request log and its hourly rollups.
+//!
+//! Rows arrive in batches from the data plane's log writer; each batch is one transaction that
+//! inserts the rows (multi-row statements) and adds them to `request_rollup` with additive
+//! upserts, so rollups always equal a recomputation from the rows they counted and several
+//! instances can add to the same hour at once. Retention deletes whole hours, one short
+//! statement each, so a prune never holds a long lock.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::batch::placeholders;
+use crate::columns::bool_column;
+use crate::{Backend, Store, StoreError};
+
+/// Upper bounds (ms, inclusive) of the rollups' latency buckets; the last bucket is unbounded.
+pub const BUCKETS_MS: [i64; 11] = [
+    50, 100, 250, 500, 1000, 2000, 5000, 10_000, 20_000, 30_000, 60_000,
+];
+const HOUR_MS: i64 = 3_600_000;
+const WIDTH: usize = 26;
+/// Rows per INSERT statement: 26 columns × 100 rows stays well under both backends' limits.
+const ROWS_PER_INSERT: usize = 100;
+
+/// The bucket a latency falls in.
+pub fn bucket(latency_ms: i64) -> usize {
+    BUCKETS_MS
+        .iter()
+        .position(|b| latency_ms <= *b)
+        .unwrap_or(BUCKETS_MS.len())
+}
+
+/// One request as the log keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub request_id: String,
+    /// Unix milliseconds at arrival.
+    pub created_at: i64,
+    pub api: String,
+    /// The path the consumer called, e.g. `/v1/chat/completions`.
+    pub endpoint: String,
+    pub consumer_id: Option<String>,
+    pub key_id: Option<String>,
+    pub model_requested: Option<String>,
+    /// The model that answered.
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// Every upstream attempt (status, latency, fallback reason), as JSON.
+    pub attempts: serde_json::Value,
+    pub stream: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    /// Token counts are the tokenizer's estimate, not the provider's report.
+    pub estimated: bool,
+    pub cost_picos: i64,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub status: i64,
+    /// The error code the consumer got, or how a stream ended early (`client_disconnected`,
+    /// `stream_cut`).
+    pub error: Option<String>,
+    pub moderation: Option<String>,
+    pub rag_sources: Option<String>,
+    pub hooks: Option<String>,
+    pub cache_hit: bool,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    /// What the consumer was charged (from the usage record; filled by queries, not written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_micros: Option<i64>,
+}
+
+impl LogRow {
+    pub fn is_error(&self) -> bool {
+        self.status >= 400
+    }
+}
+
+/// Which rows a query looks at. `None` fields do not filter.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFilter {
+    pub consumer: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub api: Option<String>,
+    /// An exact status, or a class: `2xx`, `4xx`, `5xx`, `error` (any ≥ 400).
+    pub status: Option<String>,
+    /// Unix ms, inclusive.
+    pub from: Option<i64>,
+    /// Unix ms, exclusive.
+    pub to: Option<i64>,
+    /// Only rows at least this slow (ms).
+    pub slower_than_ms: Option<i64>,
+}
+
+/// Derived numbers over the rows a filter selects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LogStats {
+    pub requests: i64,
+    pub errors: i64,
+    pub error_rate: f64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub cost_picos: i64,
+    pub avg_latency_ms: f64,
+    pub p95_latency_ms: i64,
+}
+
+/// What rollups are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollupBy {
+    Consumer,
+    Model,
+}
+
+/// One group's usage over a window, from the rollups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageRollup {
+    /// The consumer id (`""` for anonymous), or `model`.
+    pub key: String,
+    /// With [`RollupBy::Model`]: the provider that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_picos: i64,
+    pub avg_latency_ms: f64,
+    /// Upper bound of the bucket holding the 95th percentile (the last bucket reports the
+    /// largest bound).
+    pub p95_latency_ms: i64,
+    /// Requests per latency bucket ([`BUCKETS_MS`], then the unbounded one).
+    pub histogram: Vec<i64>,
+}
+
+/// The rollup key of a row: (hour, api, consumer, model, provider).
+type RollupKey = (i64, String, String, String, String);
+
+#[derive(Default)]
+struct RollupAdd {
+    requests: i64,
+    errors: i64,
+    prompt: i64,
+    completion: i64,
+    cached: i64,
+    cost: i64,
+    latency: i64,
+    buckets: [i64; 12],
+}
+
+fn rollup_key(r: &LogRow) -> RollupKey {
+    (
+        r.created_at.div_euclid(HOUR_MS) * HOUR_MS,
+        r.api.clone(),
+        r.consumer_id.clone().unwrap_or_default(),
+        r.model
+            .clone()
+            .or_else(|| r.model_requested.clone())
+            .unwrap_or_default(),
+        r.provider.clone().unwrap_or_default(),
+    )
+}
+
+/// The 95th percentile's bucket bound from a histogram.
+pub fn p95(histogram: &[i64]) -> i64 {
+    let total: i64 = histogram.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    // The smallest bucket whose cumulative count reaches 95 % (rounded up).
+    let need = (total * 95 + 99) / 100;
+    let mut seen = 0;
+    for (i, n) in histogram.iter().enumerate() {
+        seen += n;
+        if seen >= need {
+            return BUCKETS_MS
+                .get(i)
+                .copied()
+                .unwrap_or(BUCKETS_MS[BUCKETS_MS.len() - 1]);
+        }
+    }
+    BUCKETS_MS[BUCKETS_MS.len() - 1]
+}
+
+const COLUMNS: &str = "request_id, created_at, api, endpoint, consumer_id, key_id, model_requested, \
+    model, provider, attempts, stream, prompt_tokens, completion_tokens, cached_tokens, estimated, \
+    cost_picos, latency_ms, ttft_ms, status, error, moderation, rag_sources, hooks, cache_hit, \
+    request_body, response_body";
+
+fn log_row(r: &AnyRow) -> Result<LogRow, StoreError> {
+    let attempts: String = r.try_get("attempts")?;
+    Ok(LogRow {
+        request_id: r.try_get("request_id")?,
+        created_at: r.try_get("created_at")?,
+        api: r.try_get("api")?,
+        endpoint: r.try_get("endpoint")?,
+        consumer_id: r.try_get("consumer_id")?,
+        key_id: r.try_get("key_id")?,
+        model_requested: r.try_get("model_requested")?,
+        model: r.try_get("model")?,
+        provider: r.try_get("provider")?,
+        attempts: serde_json::from_str(&attempts).unwrap_or(serde_json::Value::Null),
+        stream: bool_column(r, "stream")?,
+        prompt_tokens: r.try_get("prompt_tokens")?,
+        completion_tokens: r.try_get("completion_tokens")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        estimated: bool_column(r, "estimated")?,
+        cost_picos: r.try_get("cost_picos")?,
+        latency_ms: r.try_get("latency_ms")?,
+        ttft_ms: r.try_get("ttft_ms")?,
+        status: r.try_get("status")?,
+        error: r.try_get("error")?,
+        moderation: r.try_get("moderation")?,
+        rag_sources: r.try_get("rag_sources")?,
+        hooks: r.try_get("hooks")?,
+        cache_hit: bool_column(r, "cache_hit")?,
+        request_body: r.try_get("request_body")?,
+        response_body: r.try_get("response_body")?,
+        charge_micros: r.try_get("charge_micros").ok().flatten(),
+    })
+}
+
+/// `WHERE` conditions for a filter, with `?`/`$n` placeholders from `next`, and their values.
+struct Where {
+    sql: String,
+    texts: Vec<String>,
+    ints: Vec<i64>,
+    order: Vec<bool>,
+}
+
+impl Where {
+    fn build(backend: Backend, f: &LogFilter, prefix: &str) -> Result<Where, StoreError> {
+        let mut w = Where {
+            sql: String::from(" WHERE 1 = 1"),
+            texts: Vec::new(),
+            ints: Vec::new(),
+            order: Vec::new(),
+        };
+        let mut n = 0;
+        let mut ph = |backend: Backend| {
+            n += 1;
+            match backend {
+                Backend::Sqlite => "?".to_string(),
+                Backend::Postgres => format!("${n}"),
+            }
+        };
+        for (col, v) in [
+            ("consumer_id", &f.consumer),
+            ("model", &f.model),
+            ("provider", &f.provider),
+            ("api", &f.api),
+        ] {
+            if let Some(v) = v {
+                w.sql
+                    .push_str(&format!(" AND {prefix}{col} = {}", ph(backend)));
+                w.texts.push(v.clone());
+                w.order.push(true);
+            }
+        }
+        let int = |w: &mut Where, cond: &str, v: i64, ph: String| {
+            w.sql.push_str(&format!(" AND {prefix}{cond} {ph}"));
+            w.ints.push(v);
+            w.order.push(false);
+        };
+        if let Some(s) = &f.status {
+            let (lo, hi) = match s.as_str() {
+                "2xx" => (200, 300),
+                "3xx" => (300, 400),
+                "4xx" => (400, 500),
+                "5xx" => (500, 600),
+                "error" => (400, 1000),
+                exact => {
+                    let v: i64 = exact.parse().map_err(|_| {
+                        StoreError::Invalid(
+                            "status: an HTTP status, or one of 2xx, 4xx, 5xx, error".into(),
+                        )
+                    })?;
+                    (v, v + 1)
+                }
+            };
+            int(&mut w, "status >=", lo, ph(backend));
+            int(&mut w, "status <", hi, ph(backend));
+        }
+        if let Some(v) = f.from {
+            int(&mut w, "created_at >=", v, ph(backend));
+        }
+        if let Some(v) = f.to {
+            int(&mut w, "created_at <", v, ph(backend));
+        }
+        if let Some(v) = f.slower_than_ms {
+            int(&mut w, "latency_ms >=", v, ph(backend));
+        }
+        Ok(w)
+    }
+
+    fn bind<'q>(
+        &self,
+        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        let (mut t, mut i) = (self.texts.iter(), self.ints.iter());
+        for is_text in &self.order {
+            if *is_text {
+                if let Some(v) = t.next() {
+                    q = q.bind(v.clone());
+                }
+            } else if let Some(v) = i.next() {
+                q = q.bind(*v);
+            }
+        }
+        q
+    }
+
+    fn next_placeholder(&self, backend: Backend, k: usize) -> String {
+        match backend {
+            Backend::Sqlite => "?".into(),
+            Backend::Postgres => format!("${}", self.order.len() + k),
+        }
+    }
+}
+
+impl Store {
+    /// Writes a batch of rows and their rollups in one transaction. A row whose request id is
+    /// already logged is skipped (and not counted twice).
+    pub async fn insert_logs(&self, rows: &[LogRow]) -> Result<usize, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let backend = self.backend();
+        let mut tx = self.begin_write().await?;
+        let mut written = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO request_log ({COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                placeholders(backend, chunk.len(), WIDTH)
+            );
+            // Only placeholders are interpolated; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.request_id.clone())
+                    .bind(r.created_at)
+                    .bind(r.api.clone())
+                    .bind(r.endpoint.clone())
+                    .bind(r.consumer_id.clone())
+                    .bind(r.key_id.clone())
+                    .bind(r.model_requested.clone())
+                    .bind(r.model.clone())
+                    .bind(r.provider.clone())
+                    .bind(r.attempts.to_string())
+                    .bind(r.stream)
+                    .bind(r.prompt_tokens)
+                    .bind(r.completion_tokens)
+                    .bind(r.cached_tokens)
+                    .bind(r.estimated)
+                    .bind(r.cost_picos)
+                    .bind(r.latency_ms)
+                    .bind(r.ttft_ms)
+                    .bind(r.status)
+                    .bind(r.error.clone())
+                    .bind(r.moderation.clone())
+                    .bind(r.rag_sources.clone())
+                    .bind(r.hooks.clone())
+                    .bind(r.cache_hit)
+                    .bind(r.request_body.clone())
+                    .bind(r.response_body.clone());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                written.push(row.try_get::<String, _>("request_id")?);
+            }
+        }
+        // Rollups count only the rows that were new.
+        let new: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
+        let mut adds: std::collections::BTreeMap<RollupKey, RollupAdd> = Default::default();
+        for r in rows.iter().filter(|r| new.contains(r.request_id.as_str())) {
+            let a = adds.entry(rollup_key(r)).or_default();
+            a.requests += 1;
+            a.errors += i64::from(r.is_error());
+            a.prompt += r.prompt_tokens;
+            a.completion += r.completion_tokens;
+            a.cached += r.cached_tokens;
+            a.cost += r.cost_picos;
+            a.latency += r.latency_ms;
+            a.buckets[bucket(r.latency_ms)] += 1;
+        }
+        let adds: Vec<_> = adds.into_iter().collect();
+        const RW: usize = 24;
+        for chunk in adds.chunks(ROWS_PER_INSERT) {
+            let buckets: String = (0..12).map(|i| format!(", b{i}")).collect();
+            let updates: String = (0..12)
+                .map(|i| format!(", b{i} = request_rollup.b{i} + excluded.b{i}"))
+                .collect();
+            let sql = format!(
+                "INSERT INTO request_rollup (hour, api, consumer_id, model, provider, requests, errors, \
+                 prompt_tokens, completion_tokens, cached_tokens, cost_picos, latency_ms_sum{buckets}) \
+                 VALUES {} ON CONFLICT (hour, api, consumer_id, model, provider) DO UPDATE SET \
+                 requests = request_rollup.requests + excluded.requests, \
+                 errors = request_rollup.errors + excluded.errors, \
+                 prompt_tokens = request_rollup.prompt_tokens + excluded.prompt_tokens, \
+                 completion_tokens = request_rollup.completion_tokens + excluded.completion_tokens, \
+                 cached_tokens = request_rollup.cached_tokens + excluded.cached_tokens, \
+                 cost_picos = request_rollup.cost_picos + excluded.cost_picos, \
+                 latency_ms_sum = request_rollup.latency_ms_sum + excluded.latency_ms_sum{updates}",
+                placeholders(backend, chunk.len(), RW)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((hour, api, consumer, model, provider), a) in chunk {
+                q = q
+                    .bind(*hour)
+                    .bind(api.clone())
+                    .bind(consumer.clone())
+                    .bind(model.clone())
+                    .bind(provider.clone())
+                    .bind(a.requests)
+                    .bind(a.errors)
+                    .bind(a.prompt)
+                    .bind(a.completion)
+                    .bind(a.cached)
+                    .bind(a.cost)
+                    .bind(a.latency);
+                for b in a.buckets {
+                    q = q.bind(b);
+                }
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(written.len())
+    }
+
+    /// Rows a filter selects, newest first, with the consumer's charge from the usage record.
+    pub async fn query_logs(
+        &self,
+        filter: &LogFilter,
+        limit: i64,
+    ) -> Result<Vec<LogRow>, StoreError> {
+        let backend = self.backend();
+        let w = Where::build(backend, filter, "l.")?;
+        let cols: String = COLUMNS
+            .split(", ")
+            .map(|c| format!("l.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, u.charge_micros AS charge_micros FROM request_log l \
+             LEFT JOIN usage_records u ON u.request_id = l.request_id{} \
+             ORDER BY l.created_at DESC, l.request_id DESC LIMIT {}",
+            w.sql,
+            w.next_placeholder(backend, 1)
+        );
+        let q = w.bind(sqlx::query(sqlx::AssertSqlSafe(sql)));
+        let rows = q.bind(limit.clamp(1, 10_000)).fetch_all(&self.pool).await?;
+        rows.iter().map(log_row).collect()
+    }
+
+    /// One logged request.
+    pub async fn get_log(&self, request_id: &str) -> Result<Option<LogRow>, StoreError> {
+        let cols: String = COLUMNS
+            .split(", ")
+            .map(|c| format!("l.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, u.charge_micros AS charge_micros FROM request_log l \
+             LEFT JOIN usage_records u ON u.request_id = l.request_id WHERE l.request_id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(log_row).transpose()
+    }
+
+    /// Count, error rate, tokens, cost, average and P95 latency over the rows a filter selects.
+    pub async fn log_stats(&self, filter: &LogFilter) -> Result<LogStats, StoreError> {
+        let backend = self.backend();
+        let w = Where::build(backend, filter, "")?;
+        let sql = format!(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+             CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS pt, CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS ct, \
+             CAST(COALESCE(SUM(cost_picos), 0) AS BIGINT) AS cost, CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT) AS lat \
+             FROM request_log{}",
+            w.sql
+        );
+        let r = w
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = r.try_get("n")?;
+        let mut s = LogStats {
+            requests: n,
+            errors: r.try_get("errors")?,
+            prompt_tokens: r.try_get("pt")?,
+            completion_tokens: r.try_get("ct")?,
+            cost_picos: r.try_get("cost")?,
+            ..LogStats::default()
+        };
+        s.total_tokens = s.prompt_tokens + s.completion_tokens;
+        if n > 0 {
+            let lat: i64 = r.try_get("lat")?;
+            s.error_rate = s.errors as f64 / n as f64;
+            s.avg_latency_ms = lat as f64 / n as f64;
+            // Nearest-rank P95: the ceil(0.95 n)-th smallest latency.
+            let offset = (n * 95 + 99) / 100 - 1;
+            let sql = format!(
+                "SELECT latency_ms FROM request_log{} ORDER BY latency_ms LIMIT 1 OFFSET {}",
+                w.sql,
+                w.next_placeholder(backend, 1)
+            );
+            let p: Option<i64> = w
+                .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                .bind(offset)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("latency_ms"))
+                .transpose()?;
+            s.p95_latency_ms = p.unwrap_or(0);
+        }
+        Ok(s)
+    }
+
+    /// Usage per consumer or per model-provider in `[from, to)`, from the hourly rollups (hours
+    /// that start inside the window).
+    pub async fn usage_rollups(
+        &self,
+        by: RollupBy,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<UsageRollup>, StoreError> {
+        let buckets: String = (0..12)
+            .map(|i| format!(", CAST(SUM(b{i}) AS BIGINT) AS b{i}"))
+            .collect();
+        let (select, group) = match by {
+            RollupBy::Consumer => ("consumer_id AS k, '' AS p", "consumer_id"),
+            RollupBy::Model => ("model AS k, provider AS p", "model, provider"),
+        };
+        let sql = format!(
+            "SELECT {select}, CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(errors) AS BIGINT) AS errors, \
+             CAST(SUM(prompt_tokens) AS BIGINT) AS pt, CAST(SUM(completion_tokens) AS BIGINT) AS ct, \
+             CAST(SUM(cached_tokens) AS BIGINT) AS cached, CAST(SUM(cost_picos) AS BIGINT) AS cost, \
+             CAST(SUM(latency_ms_sum) AS BIGINT) AS lat{buckets} FROM request_rollup \
+             WHERE hour >= $1 AND hour < $2 GROUP BY {group} ORDER BY {group}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ms.div_euclid(HOUR_MS) * HOUR_MS)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut histogram = Vec::with_capacity(12);
+            for i in 0..12 {
+                histogram.push(r.try_get::<i64, _>(format!("b{i}").as_str())?);
+            }
+            let requests: i64 = r.try_get("requests")?;
+            let lat: i64 = r.try_get("lat")?;
+            let provider: String = r.try_get("p")?;
+            out.push(UsageRollup {
+                key: r.try_get("k")?,
+                provider: (by == RollupBy::Model).then_some(provider),
+                requests,
+                errors: r.try_get("errors")?,
+                prompt_tokens: r.try_get("pt")?,
+                completion_tokens: r.try_get("ct")?,
+                cached_tokens: r.try_get("cached")?,
+                cost_picos: r.try_get("cost")?,
+                avg_latency_ms: if requests > 0 {
+                    lat as f64 / requests as f64
+                } else {
+                    0.0
+                },
+                p95_latency_ms: p95(&histogram),
+                histogram,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes rows older than `cutoff_ms`, one hour of rows per statement so no delete holds
+    /// the table for long; returns how many went.
+    pub async fn prune_logs(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let oldest: Option<i64> = sqlx::query("SELECT MIN(created_at) AS m FROM request_log")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("m")?;
+            let Some(start) = oldest.filter(|s| *s < cutoff_ms) else {
+                break;
+            };
+            let end = ((start.div_euclid(HOUR_MS) + 1) * HOUR_MS).min(cutoff_ms);
+            deleted +=
+                sqlx::query("DELETE FROM request_log WHERE created_at >= $1 AND created_at < $2")
+                    .bind(start)
+                    .bind(end)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes rollup hours older than `cutoff_ms`.
+    pub async fn prune_rollups(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM request_rollup WHERE hour < $1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}

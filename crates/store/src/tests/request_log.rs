@@ -1,0 +1,274 @@
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{TestResult, backends};
+use crate::request_log::{BUCKETS_MS, bucket, p95};
+use crate::{LogFilter, LogRow, RollupBy};
+
+const HOUR: i64 = 3_600_000;
+/// A fixed hour boundary so rows land in known rollup hours.
+const T0: i64 = 1_780_000_000_000 / HOUR * HOUR;
+
+/// Deterministic rows over three hours, two consumers, two models, a mix of statuses.
+fn rows(n: usize) -> Vec<LogRow> {
+    (0..n)
+        .map(|i| {
+            let status = match i % 10 {
+                7 => 429,
+                9 => 502,
+                _ => 200,
+            };
+            LogRow {
+                request_id: format!("req_{i:06}"),
+                created_at: T0 + (i as i64 * 997) % (3 * HOUR),
+                api: if i % 4 == 0 { "paid" } else { "default" }.into(),
+                endpoint: "/v1/chat/completions".into(),
+                consumer_id: (i % 3 != 0).then(|| format!("c{}", i % 2)),
+                key_id: Some(format!("k{}", i % 5)),
+                model_requested: Some("smart".into()),
+                model: (status == 200).then(|| if i % 2 == 0 { "gpt-4o" } else { "claude" }.into()),
+                provider: (status == 200)
+                    .then(|| if i % 2 == 0 { "openai" } else { "anthropic" }.into()),
+                attempts: json!([{"provider": "openai", "status": status}]),
+                stream: i % 5 == 0,
+                prompt_tokens: if status == 200 {
+                    10 + (i as i64 % 7)
+                } else {
+                    0
+                },
+                completion_tokens: if status == 200 {
+                    3 + (i as i64 % 11)
+                } else {
+                    0
+                },
+                cached_tokens: i as i64 % 2,
+                estimated: i % 13 == 0,
+                cost_picos: if status == 200 { 1_000 * i as i64 } else { 0 },
+                latency_ms: (i as i64 * 37) % 4_000,
+                ttft_ms: Some((i as i64 * 11) % 500),
+                status,
+                error: (status != 200).then(|| "rate_limit_exceeded".into()),
+                moderation: None,
+                rag_sources: None,
+                hooks: None,
+                cache_hit: false,
+                request_body: None,
+                response_body: None,
+                charge_micros: None,
+            }
+        })
+        .collect()
+}
+
+fn matches(r: &LogRow, f: &LogFilter) -> bool {
+    f.consumer
+        .as_ref()
+        .is_none_or(|c| r.consumer_id.as_ref() == Some(c))
+        && f.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
+        && f.provider
+            .as_ref()
+            .is_none_or(|p| r.provider.as_ref() == Some(p))
+        && f.api.as_ref().is_none_or(|a| &r.api == a)
+        && f.status.as_deref().is_none_or(|s| match s {
+            "error" => r.status >= 400,
+            "5xx" => (500..600).contains(&r.status),
+            "4xx" => (400..500).contains(&r.status),
+            "2xx" => (200..300).contains(&r.status),
+            exact => exact.parse() == Ok(r.status),
+        })
+        && f.from.is_none_or(|t| r.created_at >= t)
+        && f.to.is_none_or(|t| r.created_at < t)
+        && f.slower_than_ms.is_none_or(|t| r.latency_ms >= t)
+}
+
+#[tokio::test]
+async fn rows_round_trip_and_filters_select_exactly_the_matching_rows() -> TestResult {
+    let b = backends().await?;
+    let all = rows(300);
+    for store in b.iter() {
+        assert_eq!(store.insert_logs(&all).await?, 300);
+        // A retried batch writes nothing twice.
+        assert_eq!(store.insert_logs(&all[..50]).await?, 0);
+        let one = store.get_log("req_000042").await?.ok_or("row missing")?;
+        assert_eq!(one, all[42], "{:?}", store.backend());
+
+        let filters = [
+            LogFilter::default(),
+            LogFilter {
+                consumer: Some("c1".into()),
+                ..Default::default()
+            },
+            LogFilter {
+                model: Some("gpt-4o".into()),
+                provider: Some("openai".into()),
+                ..Default::default()
+            },
+            LogFilter {
+                api: Some("paid".into()),
+                status: Some("2xx".into()),
+                ..Default::default()
+            },
+            LogFilter {
+                status: Some("error".into()),
+                ..Default::default()
+            },
+            LogFilter {
+                status: Some("429".into()),
+                from: Some(T0 + HOUR),
+                to: Some(T0 + 2 * HOUR),
+                ..Default::default()
+            },
+            LogFilter {
+                slower_than_ms: Some(2_000),
+                consumer: Some("c0".into()),
+                ..Default::default()
+            },
+        ];
+        for f in &filters {
+            let got = store.query_logs(f, 10_000).await?;
+            let mut want: Vec<&LogRow> = all.iter().filter(|r| matches(r, f)).collect();
+            want.sort_by(|a, b| (b.created_at, &b.request_id).cmp(&(a.created_at, &a.request_id)));
+            let got_ids: Vec<&str> = got.iter().map(|r| r.request_id.as_str()).collect();
+            let want_ids: Vec<&str> = want.iter().map(|r| r.request_id.as_str()).collect();
+            assert_eq!(got_ids, want_ids, "{f:?} on {:?}", store.backend());
+
+            let s = store.log_stats(f).await?;
+            let n = want.len() as i64;
+            assert_eq!(s.requests, n, "{f:?}");
+            assert_eq!(
+                s.errors,
+                want.iter().filter(|r| r.status >= 400).count() as i64
+            );
+            assert_eq!(
+                s.prompt_tokens,
+                want.iter().map(|r| r.prompt_tokens).sum::<i64>()
+            );
+            assert_eq!(s.cost_picos, want.iter().map(|r| r.cost_picos).sum::<i64>());
+            let mut lat: Vec<i64> = want.iter().map(|r| r.latency_ms).collect();
+            lat.sort();
+            if n > 0 {
+                let rank = ((n * 95 + 99) / 100 - 1) as usize;
+                assert_eq!(s.p95_latency_ms, lat[rank], "{f:?}");
+                let avg = lat.iter().sum::<i64>() as f64 / n as f64;
+                assert!((s.avg_latency_ms - avg).abs() < 1e-9);
+            } else {
+                assert_eq!(s.p95_latency_ms, 0);
+            }
+        }
+        assert_eq!(store.query_logs(&LogFilter::default(), 5).await?.len(), 5);
+        assert!(
+            store
+                .log_stats(&LogFilter {
+                    status: Some("teapot".into()),
+                    ..Default::default()
+                })
+                .await
+                .is_err()
+        );
+    }
+    b.finish().await
+}
+
+#[tokio::test]
+async fn rollups_equal_a_recomputation_from_the_raw_rows() -> TestResult {
+    let b = backends().await?;
+    let all = rows(500);
+    for store in b.iter() {
+        // In uneven batches, with one batch repeated: rollups count each row once.
+        for chunk in all.chunks(77) {
+            store.insert_logs(chunk).await?;
+        }
+        store.insert_logs(&all[100..177]).await?;
+        for by in [RollupBy::Consumer, RollupBy::Model] {
+            let got = store.usage_rollups(by, T0, T0 + 3 * HOUR).await?;
+            let mut want: BTreeMap<(String, Option<String>), (i64, i64, i64, i64, i64, Vec<i64>)> =
+                BTreeMap::new();
+            for r in &all {
+                let key = match by {
+                    RollupBy::Consumer => (r.consumer_id.clone().unwrap_or_default(), None),
+                    RollupBy::Model => (
+                        r.model
+                            .clone()
+                            .or(r.model_requested.clone())
+                            .unwrap_or_default(),
+                        Some(r.provider.clone().unwrap_or_default()),
+                    ),
+                };
+                let e = want.entry(key).or_insert((0, 0, 0, 0, 0, vec![0; 12]));
+                e.0 += 1;
+                e.1 += i64::from(r.status >= 400);
+                e.2 += r.prompt_tokens;
+                e.3 += r.completion_tokens;
+                e.4 += r.cost_picos;
+                e.5[bucket(r.latency_ms)] += 1;
+            }
+            assert_eq!(got.len(), want.len(), "{by:?} on {:?}", store.backend());
+            for g in &got {
+                let w = want
+                    .get(&(g.key.clone(), g.provider.clone()))
+                    .ok_or("unexpected group")?;
+                assert_eq!(
+                    (
+                        g.requests,
+                        g.errors,
+                        g.prompt_tokens,
+                        g.completion_tokens,
+                        g.cost_picos
+                    ),
+                    (w.0, w.1, w.2, w.3, w.4),
+                    "{by:?} {}",
+                    g.key
+                );
+                assert_eq!(g.histogram, w.5);
+                assert_eq!(g.p95_latency_ms, p95(&w.5));
+            }
+        }
+        // A window of the middle hour only.
+        let mid: i64 = store
+            .usage_rollups(RollupBy::Consumer, T0 + HOUR, T0 + 2 * HOUR)
+            .await?
+            .iter()
+            .map(|g| g.requests)
+            .sum();
+        let want = all
+            .iter()
+            .filter(|r| r.created_at >= T0 + HOUR && r.created_at < T0 + 2 * HOUR)
+            .count() as i64;
+        assert_eq!(mid, want);
+    }
+    b.finish().await
+}
+
+#[tokio::test]
+async fn retention_deletes_old_hours_only() -> TestResult {
+    let b = backends().await?;
+    let all = rows(200);
+    for store in b.iter() {
+        store.insert_logs(&all).await?;
+        let cutoff = T0 + HOUR + HOUR / 2;
+        let old = all.iter().filter(|r| r.created_at < cutoff).count() as u64;
+        assert_eq!(store.prune_logs(cutoff).await?, old);
+        let left = store.query_logs(&LogFilter::default(), 10_000).await?;
+        assert_eq!(left.len() as u64, 200 - old);
+        assert!(left.iter().all(|r| r.created_at >= cutoff));
+        assert_eq!(store.prune_logs(cutoff).await?, 0);
+    }
+    b.finish().await
+}
+
+#[test]
+fn p95_reads_the_bucket_bound() {
+    assert_eq!(p95(&[0; 12]), 0);
+    let mut h = vec![0; 12];
+    h[0] = 94;
+    h[3] = 6;
+    assert_eq!(p95(&h), BUCKETS_MS[3]);
+    h[0] = 95;
+    h[3] = 5;
+    assert_eq!(p95(&h), BUCKETS_MS[0]);
+    assert_eq!(bucket(0), 0);
+    assert_eq!(bucket(50), 0);
+    assert_eq!(bucket(51), 1);
+    assert_eq!(bucket(10_000_000), 11);
+}
