@@ -66,6 +66,39 @@ pub struct ApiSettings {
     /// Limits on the whole API, all consumers together.
     #[serde(default, skip_serializing_if = "ApiLimits::is_empty")]
     pub limits: ApiLimits,
+    /// What the request log keeps of this API's requests beyond the metadata.
+    #[serde(default, skip_serializing_if = "LogSettings::is_default")]
+    pub log: LogSettings,
+}
+
+/// Prompt and response bodies in the request log: off unless the operator opts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    #[serde(default)]
+    pub bodies: bool,
+    /// Each body is cut to this many bytes.
+    #[serde(default = "LogSettings::default_max")]
+    pub max_body_bytes: usize,
+}
+
+impl LogSettings {
+    fn default_max() -> usize {
+        16 * 1024
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == LogSettings::default()
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            bodies: false,
+            max_body_bytes: Self::default_max(),
+        }
+    }
 }
 
 /// Requests and tokens per minute across every consumer of an API.
@@ -94,6 +127,8 @@ pub enum ApiError {
     MissingJwt(&'static str),
     #[error("settings.jwt.{0}")]
     Jwt(String),
+    #[error("settings.log.max_body_bytes: must be between 1 and 1048576")]
+    LogBodies,
 }
 
 /// A validated gateway API.
@@ -120,6 +155,9 @@ impl Api {
         let bad = |v: Option<u64>| v.is_some_and(|n| n == 0 || n > 60_000_000);
         if bad(self.settings.limits.rpm) || bad(self.settings.limits.tpm) {
             return Err(ApiError::Limits);
+        }
+        if !(1..=1_048_576).contains(&self.settings.log.max_body_bytes) {
+            return Err(ApiError::LogBodies);
         }
         if self.auth.accepts_jwt() {
             match &self.settings.jwt {

@@ -15,7 +15,7 @@ use store::{ConsumerRecord, PlanRecord};
 use crate::api::{Shared, audit, body, reload};
 use crate::error::AdminError;
 
-async fn consumer(s: &Shared, id_or_name: &str) -> Result<ConsumerRecord, AdminError> {
+pub(crate) async fn consumer(s: &Shared, id_or_name: &str) -> Result<ConsumerRecord, AdminError> {
     if let Some(c) = s.store.get_consumer(id_or_name).await? {
         return Ok(c);
     }
@@ -373,7 +373,7 @@ pub struct UsageQuery {
 }
 
 /// Unix milliseconds or RFC 3339.
-fn time_param(field: &str, v: Option<&str>, default: i64) -> Result<i64, AdminError> {
+pub(crate) fn time_param(field: &str, v: Option<&str>, default: i64) -> Result<i64, AdminError> {
     let Some(v) = v else { return Ok(default) };
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
@@ -491,7 +491,7 @@ pub async fn invoice(
     Ok(Json(invoice).into_response())
 }
 
-fn csv_field(v: &Value) -> String {
+pub(crate) fn csv_field(v: &Value) -> String {
     let s = match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

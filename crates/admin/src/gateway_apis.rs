@@ -37,6 +37,9 @@ pub struct ApiDef {
     /// Requests and tokens per minute across all consumers of the API.
     #[serde(default, skip_serializing_if = "access::api::ApiLimits::is_empty")]
     pub limits: access::api::ApiLimits,
+    /// Prompt/response bodies in the request log (opt-in, capped).
+    #[serde(default, skip_serializing_if = "access::api::LogSettings::is_default")]
+    pub log: access::api::LogSettings,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -58,6 +61,7 @@ impl ApiDef {
                 ip: self.ip.clone(),
                 jwt: self.jwt.clone(),
                 limits: self.limits,
+                log: self.log,
             },
             enabled: self.enabled,
         }
@@ -96,6 +100,7 @@ impl ApiDef {
             ip: settings.ip,
             jwt: settings.jwt,
             limits: settings.limits,
+            log: settings.log,
             enabled: r.enabled,
         })
     }

@@ -10,6 +10,8 @@
 //! - [`consumers`]: consumers and their gateway keys (shown once, revoked, rotated).
 //! - [`billing`]: plans, subscriptions, wallets (idempotent credits), price overrides, usage
 //!   records and invoices (JSON and CSV).
+//! - [`logs`]: the request log (filters, stats, live tail), analytics from the hourly
+//!   rollups (JSON and CSV) and Prometheus `/metrics` (unauthenticated, no consumer labels).
 //! - [`error`]: admin errors in the OpenAI error shape.
 //! - `openapi.json`: the API's OpenAPI 3.1 document, served at `/admin/openapi.json`.
 
@@ -20,6 +22,7 @@ pub mod catalog;
 pub mod consumers;
 pub mod error;
 pub mod gateway_apis;
+pub mod logs;
 pub mod secrets;
 pub mod tokens;
 
@@ -124,12 +127,18 @@ pub fn app(state: Arc<AdminState>) -> Router {
                 .delete(billing::delete_webhook),
         )
         .route("/admin/billing/events", get(billing::list_events))
+        .route("/admin/logs", get(logs::list_logs))
+        .route("/admin/logs/stats", get(logs::log_stats))
+        .route("/admin/logs/tail", get(logs::tail))
+        .route("/admin/logs/{id}", get(logs::get_log))
+        .route("/admin/analytics/usage", get(logs::usage))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             tokens::require_token,
         ));
     Router::new()
         .route("/admin/openapi.json", get(openapi))
+        .route("/metrics", get(logs::metrics))
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -1215,3 +1215,181 @@ async fn the_billing_webhook_secret_is_write_only() {
     );
     assert!(!s.gateway.snapshot().billing_events);
 }
+
+fn log_row(i: i64, consumer: Option<&str>, status: i64, latency_ms: i64) -> store::LogRow {
+    store::LogRow {
+        request_id: format!("req_{i:04}"),
+        created_at: jiff::Timestamp::now().as_millisecond() - 60_000 + i,
+        api: "default".into(),
+        endpoint: "/v1/chat/completions".into(),
+        consumer_id: consumer.map(str::to_string),
+        model_requested: Some("gpt-4o".into()),
+        model: Some("gpt-4o".into()),
+        provider: Some("openai".into()),
+        attempts: json!([]),
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        cost_picos: 1_000_000,
+        latency_ms,
+        status,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_request_log_filters_stats_analytics_and_metrics() {
+    let (s, _dir) = state().await;
+    let c = s
+        .store
+        .create_consumer(&store::ConsumerInput::new("acme"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rows = Vec::new();
+    for i in 0..10 {
+        let status = if i == 3 { 502 } else { 200 };
+        rows.push(log_row(
+            i,
+            Some(&c.id),
+            status,
+            if i < 2 { 2_500 } else { 100 },
+        ));
+    }
+    rows.push(log_row(10, None, 401, 1));
+    s.store
+        .insert_logs(&rows)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // By consumer name; `slow` uses the 2 s default threshold.
+    let (st, v, _) = call(&s, "GET", "/admin/logs?consumer=acme", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v.as_array().map(Vec::len), Some(10));
+    assert_eq!(v[0]["request_id"], "req_0009", "newest first");
+    assert_eq!(v[0]["cost_usd"], "0.000001");
+    let (_, v, _) = call(&s, "GET", "/admin/logs?slow=true", None, Some(TOKEN)).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    let (_, v, _) = call(&s, "GET", "/admin/logs?status=error", None, Some(TOKEN)).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    let (_, v, _) = call(
+        &s,
+        "GET",
+        "/admin/logs/stats?consumer=acme",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(v["requests"], 10);
+    assert_eq!(v["errors"], 1);
+    assert_eq!(v["total_tokens"], 150);
+    assert_eq!(v["p95_latency_ms"], 2_500);
+    let (st, _, _) = call(&s, "GET", "/admin/logs/req_0004", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = call(&s, "GET", "/admin/logs/req_nope", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v, _) = call(&s, "GET", "/admin/logs?status=teapot", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _, _) = call(&s, "GET", "/admin/logs?colour=red", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "unknown filters are refused");
+    let (st, _, _) = call(&s, "GET", "/admin/logs", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // Analytics from the rollups, JSON and CSV.
+    let (st, v, _) = call(
+        &s,
+        "GET",
+        "/admin/analytics/usage?by=consumer&window=24h",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let acme = v["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|g| g["consumer"] == c.id.as_str()).cloned())
+        .unwrap_or_default();
+    assert_eq!(acme["requests"], 10);
+    assert_eq!(acme["errors"], 1);
+    let (_, v, _) = call(
+        &s,
+        "GET",
+        "/admin/analytics/usage?by=model&window=7d",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(v["data"][0]["model"], "gpt-4o");
+    assert_eq!(v["data"][0]["requests"], 11);
+    let (_, _, csv) = call(
+        &s,
+        "GET",
+        "/admin/analytics/usage?by=model&format=csv",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "model,provider,requests,errors,prompt_tokens,completion_tokens,cached_tokens,total_tokens,cost_usd,avg_latency_ms,p95_latency_ms"
+        )
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("gpt-4o,openai,11,2,"))
+    );
+    let (st, _, _) = call(
+        &s,
+        "GET",
+        "/admin/analytics/usage?window=1y",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // Metrics need no token and name no consumer.
+    let (st, _, text) = call(&s, "GET", "/metrics", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(text.contains("# TYPE gateway_requests_total counter"));
+    assert!(text.contains("gateway_log_rows_dropped_total 0"));
+    assert!(!text.contains(&c.id));
+}
+
+#[tokio::test]
+async fn the_tail_replays_kept_rows_then_streams_new_ones() {
+    let (s, _dir) = state().await;
+    let log = s.gateway.log.clone();
+    for i in 0..3 {
+        drop(log.start(format!("req_t{i}"), "default", "/v1/models"));
+    }
+    let req = Request::builder()
+        .uri("/admin/logs/tail")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resp = app(s.clone())
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    drop(log.start("req_t3".into(), "default", "/v1/models"));
+    let mut seen = String::new();
+    use futures::StreamExt;
+    while !seen.contains("req_t3") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("tail ended"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let order: Vec<usize> = (0..4)
+        .map(|i| seen.find(&format!("id: req_t{i}")).unwrap_or(usize::MAX))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{seen}");
+    // An abandoned trace is recorded as the consumer leaving.
+    assert!(seen.contains("\"status\":499"));
+}

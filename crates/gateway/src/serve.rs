@@ -138,6 +138,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         Limits {
             max_body_bytes: s.max_body_bytes,
             sse_keepalive: s.sse_keepalive,
+            log_queue: s.log_queue,
             ..Limits::default()
         },
         store.clone(),
@@ -170,6 +171,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     // Revoked and rotated keys leave this instance's cache within a second.
     let key_watch = gateway.keys.watch();
     let sweeper = tokio::spawn(sweep_holds(store.clone(), s.hold_timeout));
+    let pruner = tokio::spawn(prune_logs(store.clone(), s.log_retention_days));
     let deliverer = tokio::spawn(pipeline::events::deliver_loop(
         store.clone(),
         admin_state.http.clone(),
@@ -218,8 +220,11 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     // First signal: stop accepting and drain. A second signal, or the drain deadline, ends the
     // process without waiting any longer.
     let grace = s.shutdown_grace;
+    let gw_signal = gateway.clone();
     let signal = async move {
         shutdown_signal().await;
+        // Load balancers stop sending first; in-flight requests and streams then drain.
+        gw_signal.set_draining();
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: draining in-flight requests"
@@ -237,14 +242,37 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             b?;
             key_watch.abort();
             sweeper.abort();
+            pruner.abort();
             deliverer.abort();
-            // Usage records of every answered request are written before the store closes.
+            // Usage records and log rows of every answered request are written before the
+            // store closes.
             gateway.accounts.flush().await;
+            gateway.log.flush().await;
             gateway.keys.close().await;
             store.close().await;
             Ok(())
         }
         () = signal => anyhow::bail!("shutdown did not finish draining"),
+    }
+}
+
+/// Deletes request-log rows past retention, hourly, an hour of rows per statement; rollups are
+/// kept for a year (analytics windows reach 30 days, invoices read the usage records).
+async fn prune_logs(store: store::Store, days: u32) {
+    const HOUR_MS: i64 = 3_600_000;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let cutoff = now - i64::from(days) * 24 * HOUR_MS;
+        match store.prune_logs(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "request log pruned"),
+            Err(e) => tracing::warn!(error = %e, "request log prune failed"),
+        }
+        if let Err(e) = store.prune_rollups(now - 366 * 24 * HOUR_MS).await {
+            tracing::warn!(error = %e, "rollup prune failed");
+        }
     }
 }
 

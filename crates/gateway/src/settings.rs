@@ -17,6 +17,10 @@ pub struct Settings {
     pub shutdown_grace: std::time::Duration,
     /// Wallet holds older than this are released by the sweeper (their request vanished).
     pub hold_timeout: std::time::Duration,
+    /// `GATEWAY_LOG_RETENTION`: request-log rows older than this many days are deleted.
+    pub log_retention_days: u32,
+    /// `GATEWAY_LOG_QUEUE`: request-log rows that may wait for the writer before rows drop.
+    pub log_queue: usize,
     /// After this long without a first token a stream is committed and kept alive with SSE
     /// comments at this interval.
     pub sse_keepalive: std::time::Duration,
@@ -90,6 +94,20 @@ impl Settings {
                 _ => bail!("GATEWAY_HOLD_TIMEOUT must be a number of seconds (1 to 86400)"),
             },
         };
+        let log_retention_days = match var("GATEWAY_LOG_RETENTION") {
+            None => 30,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(d) if (1..=3650).contains(&d) => d,
+                _ => bail!("GATEWAY_LOG_RETENTION must be a number of days (1 to 3650)"),
+            },
+        };
+        let log_queue = match var("GATEWAY_LOG_QUEUE") {
+            None => pipeline::Limits::default().log_queue,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=10_000_000).contains(&n) => n,
+                _ => bail!("GATEWAY_LOG_QUEUE must be a number of rows (1 to 10000000)"),
+            },
+        };
         let sse_keepalive = match var("GATEWAY_SSE_KEEPALIVE_MS") {
             None => pipeline::Limits::default().sse_keepalive,
             Some(v) => match v.trim().parse::<u64>() {
@@ -128,6 +146,8 @@ impl Settings {
             dev: var("GATEWAY_DEV").is_some_and(|v| v == "1"),
             shutdown_grace,
             hold_timeout,
+            log_retention_days,
+            log_queue,
             sse_keepalive,
             port: port("GATEWAY_PORT", 4080)?,
             admin_port: port("GATEWAY_ADMIN_PORT", 4081)?,

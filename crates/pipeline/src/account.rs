@@ -103,6 +103,13 @@ impl Accounts {
         }
     }
 
+    /// Usage records waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.writer
+            .get()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+
     fn writer(&self, store: &Store) -> &mpsc::Sender<Job> {
         self.writer.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -230,6 +237,8 @@ pub struct Account {
     started: Instant,
     created_at: i64,
     settled: bool,
+    /// The request's log row, given what settlement learns.
+    pub trace: Option<crate::log::Trace>,
 }
 
 /// What the request asks for, for admission.
@@ -359,6 +368,7 @@ pub async fn admit(
         started: Instant::now(),
         created_at: now_ms(),
         settled: false,
+        trace: None,
     };
     let sub = match (&gw.store, &caller.consumer_id) {
         (Some(store), Some(consumer)) if snap.plan_apis.contains(&caller.api.slug) => {
@@ -651,10 +661,25 @@ impl Account {
                 .unwrap_or_default(),
             _ => Picos(0),
         };
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if let Some(t) = self.trace.take() {
+            t.set(|r| {
+                r.status = i64::from(o.status);
+                r.provider = o.provider.map(str::to_string);
+                r.model = o.model.map(str::to_string);
+                r.prompt_tokens = as_i64(tokens.prompt);
+                r.completion_tokens = as_i64(tokens.completion);
+                r.cached_tokens = as_i64(tokens.cached);
+                r.estimated = estimated;
+                r.cost_picos = i64::try_from(cost.0).unwrap_or(i64::MAX);
+                if !o.attempts.is_empty() {
+                    r.attempts = serde_json::to_value(o.attempts).unwrap_or_default();
+                }
+            });
+        }
         let Some(store) = self.store.take() else {
             return cost;
         };
-        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let u = UsageInput {
             request_id: self.request_id.clone(),
             created_at: self.created_at,

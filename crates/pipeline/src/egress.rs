@@ -29,6 +29,8 @@ pub struct StreamEnd {
     pub usage: Option<Usage>,
     /// Ended with the provider's terminator (not cut, not abandoned).
     pub complete: bool,
+    /// The consumer went away before the end (as opposed to the upstream stream breaking).
+    pub abandoned: bool,
     /// Chunks with choices that were delivered: about one token each, the estimate when the
     /// provider's usage never came.
     pub chunks: u64,
@@ -65,10 +67,11 @@ impl State {
         self.rest.next().await
     }
 
-    fn summary(&self, complete: bool) -> StreamEnd {
+    fn summary(&self, complete: bool, abandoned: bool) -> StreamEnd {
         StreamEnd {
             usage: self.usage,
             complete,
+            abandoned,
             chunks: self.chunks,
         }
     }
@@ -77,7 +80,7 @@ impl State {
     fn end(&mut self, ok: bool, out: &mut BytesMut) {
         self.done = true;
         if let Some(f) = self.on_end.take()
-            && let Some(trailer) = f(self.summary(ok))
+            && let Some(trailer) = f(self.summary(ok, false))
         {
             out.extend_from_slice(&trailer);
         }
@@ -88,7 +91,7 @@ impl Drop for State {
     fn drop(&mut self) {
         // The consumer went away mid-stream: what was delivered is still accounted for.
         if let Some(f) = self.on_end.take() {
-            let _ = f(self.summary(false));
+            let _ = f(self.summary(false, true));
         }
     }
 }

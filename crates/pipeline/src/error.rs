@@ -245,6 +245,8 @@ impl GatewayError {
             body,
         )
             .into_response();
+        resp.extensions_mut()
+            .insert(crate::log::ErrorCode(self.parts().2));
         if let Some(s) = self.retry_after()
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

@@ -16,6 +16,7 @@ use crate::admission::{parse, read_body, validate_chat, validate_embeddings};
 use crate::egress::Bytestream;
 use crate::error::GatewayError;
 use crate::llm::{self, Ask, Opened, Served};
+use crate::log::{self, Trace};
 use crate::settle;
 use crate::state::Gateway;
 use crate::{edge, egress, embeddings};
@@ -39,6 +40,36 @@ fn with_cost(mut resp: Response, cost: billing::Picos) -> Response {
 fn with_headers(mut resp: Response, extra: axum::http::HeaderMap) -> Response {
     resp.headers_mut().extend(extra);
     resp
+}
+
+/// The log row learns who called and what they asked for (the body only where the API opts in).
+fn traced(
+    parts: &axum::http::request::Parts,
+    caller: &edge::Caller,
+    model: &str,
+    stream: bool,
+    body: &[u8],
+) -> Option<Trace> {
+    let trace = Trace::of(parts)?;
+    let bodies = caller.api.settings.log;
+    trace.set(|r| {
+        r.consumer_id.clone_from(&caller.consumer_id);
+        r.key_id = caller.key.as_ref().map(|k| k.id.clone());
+        r.model_requested = Some(model.to_string());
+        r.stream = stream;
+        if bodies.bodies {
+            r.request_body = Some(log::capped_body(body, bodies.max_body_bytes));
+        }
+    });
+    Some(trace)
+}
+
+/// A non-streamed response body, where the API opts in to bodies in the log.
+fn trace_response(trace: &Option<Trace>, caller: &edge::Caller, body: &[u8]) {
+    let bodies = caller.api.settings.log;
+    if let Some(t) = trace.as_ref().filter(|_| bodies.bodies) {
+        t.set(|r| r.response_body = Some(log::capped_body(body, bodies.max_body_bytes)));
+    }
 }
 
 /// What admission needs to know of a chat request.
@@ -137,6 +168,7 @@ pub async fn chat_completions(
     let caller = edge::admit(&gw, &snap, &parts).await?;
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let chat: ChatRequest = parse(&body)?;
+    let trace = traced(&parts, &caller, &chat.model, chat.is_stream(), &body);
     validate_chat(&chat)?;
     caller.check_model(&chat.model)?;
     let ask = Ask::chat(&chat, &parts.headers)?;
@@ -152,6 +184,7 @@ pub async fn chat_completions(
         },
     )
     .await?;
+    account.trace = trace.clone();
     let limits = std::mem::take(&mut account.rate_headers);
     if chat.is_stream() {
         let want_usage = chat.include_usage();
@@ -161,9 +194,14 @@ pub async fn chat_completions(
     }
     let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
     let resp = match &served.value {
-        ChatOutput::Raw { body, .. } => json_bytes(body.clone()),
+        ChatOutput::Raw { body, .. } => {
+            trace_response(&trace, &caller, body);
+            json_bytes(body.clone())
+        }
         ChatOutput::Completion(c) => {
-            json_bytes(serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?)
+            let bytes = serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?;
+            trace_response(&trace, &caller, &bytes);
+            json_bytes(bytes)
         }
     };
     Ok(with_headers(
@@ -190,10 +228,14 @@ async fn stream_reply(
     account: Account,
 ) -> Result<Response, GatewayError> {
     let requested = chat.model.clone();
+    let trace = account.trace.clone();
     // The account goes to whichever of the stream's end hook and a failure to open takes it.
     let slot = Arc::new(std::sync::Mutex::new(Some(account)));
     let (gw2, prices, slot2) = (gw.clone(), snap.prices.clone(), slot.clone());
     let render = move |served: Served<Opened>| -> (Bytestream, Served<()>) {
+        if let Some(t) = &trace {
+            t.first_token();
+        }
         let taken = slot2.lock().ok().and_then(|mut a| a.take());
         let on_end: egress::OnEnd = match taken {
             Some(account) => {
@@ -264,6 +306,7 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
     let caller = edge::admit(&gw, &snap, &parts).await?;
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let m: MessagesRequest = parse(&body)?;
+    let trace = traced(&parts, &caller, &m.model, m.stream.unwrap_or(false), &body);
     let chat =
         chat_from_messages_request(&m).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
     validate_chat(&chat)?;
@@ -281,6 +324,7 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
         },
     )
     .await?;
+    account.trace = trace.clone();
     let limits = std::mem::take(&mut account.rate_headers);
     if chat.is_stream() {
         return stream_reply(&gw, snap, chat, ask, Format::Anthropic, account)
@@ -291,6 +335,7 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
     let completion = served.value.clone().into_completion(&served.provider)?;
     let out = messages_response_from_chat(&completion, &chat.model);
     let bytes = serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?;
+    trace_response(&trace, &caller, &bytes);
     Ok(with_headers(
         with_cost(with_route(json_bytes(bytes), &served), cost),
         limits,
@@ -308,6 +353,7 @@ pub async fn create_embeddings(
     let caller = edge::admit(&gw, &snap, &parts).await?;
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let e: EmbeddingsRequest = parse(&body)?;
+    let trace = traced(&parts, &caller, &e.model, false, &body);
     validate_embeddings(&e)?;
     caller.check_model(&e.model)?;
     let ask = Ask::embeddings(&e, &parts.headers)?;
@@ -329,6 +375,7 @@ pub async fn create_embeddings(
         },
     )
     .await?;
+    account.trace = trace;
     let limits = std::mem::take(&mut account.rate_headers);
     let mut served = match llm::embed(&snap, &gw.health, &e, &ask).await {
         Ok(s) => s,
@@ -387,7 +434,7 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(gw): State<Shared>) -> Response {
-    if gw.is_ready() {
+    if gw.is_ready() && !gw.is_draining() {
         json_bytes(&br#"{"status":"ready"}"#[..])
     } else {
         GatewayError::NotReady.into_response()

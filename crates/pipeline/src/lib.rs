@@ -18,6 +18,9 @@
 //! 4. **Egress** ([`egress`]): non-streaming bodies are forwarded (OpenAI-shaped upstreams) or
 //!    rendered; streams are re-encoded chunk by chunk, and a broken stream ends in an error event.
 //! 5. **Settle** ([`settle`]): usage from the provider, reported after the response.
+//! 6. **Log** ([`log`]): every `/v1/…` request leaves one request-log row, finished when its
+//!    response (or stream) ends, written by a batched writer that never blocks a request;
+//!    [`metrics`] counts the same rows for `/metrics`.
 //!
 //! [`state`] holds the configuration snapshot that every request reads once.
 
@@ -30,6 +33,8 @@ pub mod error;
 pub mod events;
 pub mod handlers;
 pub mod llm;
+pub mod log;
+pub mod metrics;
 pub mod settle;
 pub mod state;
 
@@ -57,6 +62,7 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), log::layer))
         .with_state(gw)
         .layer(axum::middleware::from_fn(edge::request_id))
 }

@@ -127,6 +127,14 @@ pub fn on_stream_end<T>(
         );
         // Cut or abandoned before a single chunk: the consumer got nothing, so it is a failure.
         let delivered = end.usage.is_some() || end.chunks > 0 || end.complete;
+        if let Some(t) = account.trace.as_ref().filter(|_| !end.complete) {
+            let why = if end.abandoned {
+                "client_disconnected"
+            } else {
+                "stream_cut"
+            };
+            t.set(|r| r.error = Some(why.into()));
+        }
         let cost = account.settle(
             &gw,
             &prices,

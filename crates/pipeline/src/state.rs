@@ -88,6 +88,8 @@ pub struct Limits {
     pub sse_keepalive: Duration,
     /// How JWKS of bring-your-own-JWT APIs are fetched and refreshed.
     pub jwks: access::jwks::CacheOptions,
+    /// Request-log rows that may wait for the writer; past this, rows are dropped and counted.
+    pub log_queue: usize,
 }
 
 impl Default for Limits {
@@ -97,6 +99,7 @@ impl Default for Limits {
             max_body_bytes: 20 * 1024 * 1024,
             sse_keepalive: Duration::from_secs(5),
             jwks: access::jwks::CacheOptions::default(),
+            log_queue: 65_536,
         }
     }
 }
@@ -116,7 +119,12 @@ pub struct Gateway {
     pub store: Option<Store>,
     /// Health and circuit breakers per target: outlive configuration swaps.
     pub health: Arc<Health>,
+    /// The request log: tail, queue and writer.
+    pub log: Arc<crate::log::RequestLog>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     ready: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl Gateway {
@@ -135,6 +143,10 @@ impl Gateway {
 
     fn build(limits: Limits, health: Arc<Health>, store: Option<Store>) -> Arc<Gateway> {
         let jwks = limits.jwks;
+        let log = Arc::new(crate::log::RequestLog::new(store.clone(), limits.log_queue));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let m = metrics.clone();
+        log.observe(move |row| m.observe(row));
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             limits,
@@ -144,7 +156,10 @@ impl Gateway {
             limiter: ArcSwap::from_pointee(limits::Backend::InProcess(Default::default())),
             store,
             health,
+            log,
+            metrics,
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -171,6 +186,16 @@ impl Gateway {
 
     pub fn limiter(&self) -> Arc<limits::Backend> {
         self.limiter.load_full()
+    }
+
+    /// Shutdown has begun: `/readyz` turns off so load balancers stop sending, while requests
+    /// that still arrive (kept-alive connections) are served.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     pub fn is_ready(&self) -> bool {

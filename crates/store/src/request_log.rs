@@ -6,6 +6,8 @@
 //! instances can add to the same hour at once. Retention deletes whole hours, one short
 //! statement each, so a prune never holds a long lock.
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -328,7 +330,10 @@ impl Where {
 impl Store {
     /// Writes a batch of rows and their rollups in one transaction. A row whose request id is
     /// already logged is skipped (and not counted twice).
-    pub async fn insert_logs(&self, rows: &[LogRow]) -> Result<usize, StoreError> {
+    pub async fn insert_logs<R: Borrow<LogRow> + Sync>(
+        &self,
+        rows: &[R],
+    ) -> Result<usize, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -343,6 +348,7 @@ impl Store {
             // Only placeholders are interpolated; every value is bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for r in chunk {
+                let r: &LogRow = r.borrow();
                 q = q
                     .bind(r.request_id.clone())
                     .bind(r.created_at)
@@ -378,7 +384,11 @@ impl Store {
         // Rollups count only the rows that were new.
         let new: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
         let mut adds: std::collections::BTreeMap<RollupKey, RollupAdd> = Default::default();
-        for r in rows.iter().filter(|r| new.contains(r.request_id.as_str())) {
+        for r in rows
+            .iter()
+            .map(|r| r.borrow())
+            .filter(|r: &&LogRow| new.contains(r.request_id.as_str()))
+        {
             let a = adds.entry(rollup_key(r)).or_default();
             a.requests += 1;
             a.errors += i64::from(r.is_error());

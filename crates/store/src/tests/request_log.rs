@@ -7,6 +7,9 @@ use crate::request_log::{BUCKETS_MS, bucket, p95};
 use crate::{LogFilter, LogRow, RollupBy};
 
 const HOUR: i64 = 3_600_000;
+/// (consumer or model, provider) → (requests, errors, prompt, completion, cost, histogram).
+type Group = (String, Option<String>);
+type Sums = (i64, i64, i64, i64, i64, Vec<i64>);
 /// A fixed hour boundary so rows land in known rollup hours.
 const T0: i64 = 1_780_000_000_000 / HOUR * HOUR;
 
@@ -182,8 +185,7 @@ async fn rollups_equal_a_recomputation_from_the_raw_rows() -> TestResult {
         store.insert_logs(&all[100..177]).await?;
         for by in [RollupBy::Consumer, RollupBy::Model] {
             let got = store.usage_rollups(by, T0, T0 + 3 * HOUR).await?;
-            let mut want: BTreeMap<(String, Option<String>), (i64, i64, i64, i64, i64, Vec<i64>)> =
-                BTreeMap::new();
+            let mut want: BTreeMap<Group, Sums> = BTreeMap::new();
             for r in &all {
                 let key = match by {
                     RollupBy::Consumer => (r.consumer_id.clone().unwrap_or_default(), None),

@@ -1,0 +1,303 @@
+//! The request log, its live tail, analytics and metrics on the admin plane.
+//!
+//! - `GET /admin/logs` and `/admin/logs/stats`: rows and derived stats for a filter
+//!   (consumer, model, provider, api, status, from, to, slow).
+//! - `GET /admin/logs/{request_id}`: one row.
+//! - `GET /admin/logs/tail`: Server-Sent Events — the last rows this instance kept, then every
+//!   new one as it finishes, in order, with the same filters.
+//! - `GET /admin/analytics/usage?by=consumer|model&window=24h|7d|30d[&format=csv]`: from the
+//!   hourly rollups.
+//! - `GET /metrics`: Prometheus text (no consumer-identifying labels).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use store::{LogFilter, LogRow, RollupBy};
+
+use crate::api::Shared;
+use crate::billing::{consumer, csv_field, time_param};
+use crate::error::AdminError;
+
+/// Requests at least this slow are `slow` unless the query names a threshold.
+pub const DEFAULT_SLOW_MS: i64 = 2_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    consumer: Option<String>,
+    model: Option<String>,
+    provider: Option<String>,
+    api: Option<String>,
+    status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    /// `true`: only requests over the slow threshold.
+    slow: Option<bool>,
+    /// The slow threshold (ms); default [`DEFAULT_SLOW_MS`].
+    slow_ms: Option<i64>,
+    limit: Option<i64>,
+}
+
+impl LogQuery {
+    async fn filter(&self, s: &Shared) -> Result<LogFilter, AdminError> {
+        let consumer_id = match self.consumer.as_deref() {
+            Some(c) => Some(consumer(s, c).await?.id),
+            None => None,
+        };
+        Ok(LogFilter {
+            consumer: consumer_id,
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            api: self.api.clone(),
+            status: self.status.clone(),
+            from: self
+                .from
+                .as_deref()
+                .map(|v| time_param("from", Some(v), 0))
+                .transpose()?,
+            to: self
+                .to
+                .as_deref()
+                .map(|v| time_param("to", Some(v), 0))
+                .transpose()?,
+            slower_than_ms: self.slow_threshold(),
+        })
+    }
+
+    fn slow_threshold(&self) -> Option<i64> {
+        match (self.slow, self.slow_ms) {
+            (Some(false), _) => None,
+            (_, Some(ms)) => Some(ms.max(0)),
+            (Some(true), None) => Some(DEFAULT_SLOW_MS),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The row as the admin API shows it: costs in USD next to the exact units.
+fn view(r: &LogRow) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "cost_usd".into(),
+            json!(billing::Picos(u128::try_from(r.cost_picos).unwrap_or(0)).to_string()),
+        );
+        if let Some(c) = r.charge_micros {
+            o.insert("charge_usd".into(), json!(billing::money::format_micros(c)));
+        }
+    }
+    v
+}
+
+pub async fn list_logs(
+    State(s): State<Shared>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<Value>>, AdminError> {
+    let f = q.filter(&s).await?;
+    let rows = s.store.query_logs(&f, q.limit.unwrap_or(100)).await?;
+    Ok(Json(rows.iter().map(view).collect()))
+}
+
+pub async fn log_stats(
+    State(s): State<Shared>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Value>, AdminError> {
+    let f = q.filter(&s).await?;
+    let st = s.store.log_stats(&f).await?;
+    let mut v = serde_json::to_value(&st).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "cost_usd".into(),
+            json!(billing::Picos(u128::try_from(st.cost_picos).unwrap_or(0)).to_string()),
+        );
+    }
+    Ok(Json(v))
+}
+
+pub async fn get_log(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let row = s
+        .store
+        .get_log(&id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("request '{id}'")))?;
+    Ok(Json(view(&row)))
+}
+
+fn tail_matches(r: &LogRow, f: &LogFilter) -> bool {
+    f.consumer
+        .as_ref()
+        .is_none_or(|c| r.consumer_id.as_ref() == Some(c))
+        && f.model
+            .as_ref()
+            .is_none_or(|m| r.model.as_ref() == Some(m) || r.model_requested.as_ref() == Some(m))
+        && f.provider
+            .as_ref()
+            .is_none_or(|p| r.provider.as_ref() == Some(p))
+        && f.api.as_ref().is_none_or(|a| &r.api == a)
+        && f.slower_than_ms.is_none_or(|t| r.latency_ms >= t)
+        && f.status.as_deref().is_none_or(|s| match s {
+            "error" => r.status >= 400,
+            "2xx" => (200..300).contains(&r.status),
+            "4xx" => (400..500).contains(&r.status),
+            "5xx" => (500..600).contains(&r.status),
+            exact => exact.parse() == Ok(r.status),
+        })
+}
+
+fn event(r: &LogRow) -> Event {
+    Event::default()
+        .event("request")
+        .id(r.request_id.clone())
+        .data(view(r).to_string())
+}
+
+/// `GET /admin/logs/tail`: the kept rows, then live ones; a subscriber that falls behind is
+/// told how many rows it missed (`lagged` event) rather than slowing the data plane.
+pub async fn tail(
+    State(s): State<Shared>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, AdminError> {
+    let f = Arc::new(q.filter(&s).await?);
+    let (kept, rx) = s.gateway.log.subscribe();
+    let f2 = f.clone();
+    let first = futures::stream::iter(
+        kept.into_iter()
+            .filter(move |r| tail_matches(r, &f2))
+            .map(|r| Ok::<_, Infallible>(event(&r)))
+            .collect::<Vec<_>>(),
+    );
+    let live = futures::stream::unfold(rx, move |mut rx| {
+        let f = f.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(r) if tail_matches(&r, &f) => return Some((Ok(event(&r)), rx)),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let e = Event::default()
+                            .event("lagged")
+                            .data(json!({"missed": n}).to_string());
+                        return Some((Ok(e), rx));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(first.chain(live))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsQuery {
+    by: Option<RollupBy>,
+    /// `24h`, `7d` or `30d` (default `24h`).
+    window: Option<String>,
+    format: Option<String>,
+}
+
+fn window_ms(w: Option<&str>) -> Result<i64, AdminError> {
+    const HOUR: i64 = 3_600_000;
+    Ok(match w.unwrap_or("24h") {
+        "24h" => 24 * HOUR,
+        "7d" => 7 * 24 * HOUR,
+        "30d" => 30 * 24 * HOUR,
+        _ => return Err(AdminError::BadBody("window: one of 24h, 7d, 30d".into())),
+    })
+}
+
+pub async fn usage(
+    State(s): State<Shared>,
+    Query(q): Query<AnalyticsQuery>,
+) -> Result<Response, AdminError> {
+    let by = q.by.unwrap_or(RollupBy::Consumer);
+    let span = window_ms(q.window.as_deref())?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    // Whole hours: the current one is included (rollups are maintained as requests settle).
+    let rows = s.store.usage_rollups(by, now - span, now + 1).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = json!({
+                "requests": r.requests, "errors": r.errors,
+                "error_rate": if r.requests > 0 { r.errors as f64 / r.requests as f64 } else { 0.0 },
+                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                "cached_tokens": r.cached_tokens,
+                "total_tokens": r.prompt_tokens + r.completion_tokens,
+                "cost_usd": billing::Picos(u128::try_from(r.cost_picos).unwrap_or(0)).to_string(),
+                "avg_latency_ms": r.avg_latency_ms, "p95_latency_ms": r.p95_latency_ms,
+            });
+            if let Some(o) = v.as_object_mut() {
+                match by {
+                    RollupBy::Consumer => {
+                        o.insert("consumer".into(), json!(r.key));
+                    }
+                    RollupBy::Model => {
+                        o.insert("model".into(), json!(r.key));
+                        o.insert("provider".into(), json!(r.provider));
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    if q.format.as_deref() == Some("csv") {
+        let cols: &[&str] = match by {
+            RollupBy::Consumer => &["consumer"],
+            RollupBy::Model => &["model", "provider"],
+        };
+        let rest = [
+            "requests",
+            "errors",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "total_tokens",
+            "cost_usd",
+            "avg_latency_ms",
+            "p95_latency_ms",
+        ];
+        let mut out = String::new();
+        let all: Vec<&str> = cols.iter().copied().chain(rest).collect();
+        out.push_str(&all.join(","));
+        out.push('\n');
+        for it in &items {
+            let line: Vec<String> = all
+                .iter()
+                .map(|c| csv_field(it.get(*c).unwrap_or(&Value::Null)))
+                .collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
+    }
+    Ok(
+        Json(json!({"by": by, "window": q.window.as_deref().unwrap_or("24h"), "data": items}))
+            .into_response(),
+    )
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.gateway.metrics.render(&s.gateway),
+    )
+        .into_response()
+}
