@@ -1041,3 +1041,82 @@ def test_without_an_egress_allow_list_a_loopback_provider_is_refused_before_conn
 def test_start_refuses_a_malformed_egress_allow_list(stack, spawn, tmp_path):
     env = own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN="gwa_lc_x_0123456789abcdef", GATEWAY_EGRESS_ALLOW="10.0.0.0/33")
     assert_refuses_to_start(spawn(env, ready=False), "GATEWAY_EGRESS_ALLOW", "10.0.0.0/33")
+
+
+# --- 7. the request log ----------------------------------------------------------------------------
+
+
+def test_logs_cli_and_a_shutdown_under_load_loses_no_log_row(stack, spawn, tmp_path):
+    token = "gwa_lc_" + secrets.token_hex(8)
+    gw = spawn(own_env(stack, tmp_path, GATEWAY_ADMIN_TOKEN=token))
+    cli_env = base_env(GATEWAY_ADMIN_URL=gw.admin_url, GATEWAY_ADMIN_TOKEN=token)
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        first = c.post(f"{gw.url}/v1/chat/completions",
+                       json={"model": "gpt-4o", "messages": user("log me")},
+                       headers={"authorization": f"Bearer {CONSUMER_KEY}"})
+    assert first.status_code == 200
+    first_id = first.headers["x-request-id"]
+    # The CLI finds it (rows are written within moments of the answer).
+    deadline = time.monotonic() + 10
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        r = run_gateway("logs", "list", "--json", "--limit", "5", env=cli_env)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+        if any(row["request_id"] == first_id for row in rows):
+            break
+        time.sleep(0.1)
+    row = next(row for row in rows if row["request_id"] == first_id)
+    assert row["status"] == 200 and row["model"] == "gpt-4o" and row["prompt_tokens"] > 0
+    r = run_gateway("analytics", "usage", "--by", "model", "--csv", env=cli_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("model,provider,requests")
+    assert any(l.startswith("gpt-4o,") for l in r.stdout.splitlines()[1:]), r.stdout
+
+    # Load from several threads; SIGTERM halfway. Every request that got an answer has its row.
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker():
+        with httpx.Client(timeout=10, trust_env=False) as c:
+            while not stop.is_set():
+                try:
+                    resp = c.post(f"{gw.url}/v1/chat/completions",
+                                  json={"model": "gpt-4o", "messages": user("under load")},
+                                  headers={"authorization": f"Bearer {CONSUMER_KEY}"})
+                except httpx.HTTPError:
+                    return
+                rid = resp.headers.get("x-request-id")
+                if rid:
+                    with lock:
+                        answered.append(rid)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(answered) < 60 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.wait_exit(timeout=15) == 0, gw.tail()
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(answered) >= 60
+
+    import sqlite3
+    dbs = [p for p in (tmp_path / "data").rglob("*.db")]
+    assert dbs, list((tmp_path / "data").rglob("*"))
+    logged: set[str] = set()
+    for db in dbs:
+        con = sqlite3.connect(db)
+        try:
+            logged |= {r[0] for r in con.execute("SELECT request_id FROM request_log")}
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            con.close()
+    missing = [rid for rid in answered if rid not in logged]
+    assert not missing, f"{len(missing)} of {len(answered)} answered requests have no log row"
+    assert first_id in logged

@@ -8,6 +8,7 @@ mod access_cli;
 mod billing_cli;
 mod cli;
 mod config_file;
+mod logs_cli;
 mod serve;
 mod settings;
 
@@ -88,6 +89,16 @@ enum Cmd {
     Price {
         #[command(subcommand)]
         cmd: billing_cli::PriceCmd,
+    },
+    /// The request log: follow it live, list, filter, stats.
+    Logs {
+        #[command(subcommand)]
+        cmd: logs_cli::LogsCmd,
+    },
+    /// Usage analytics by consumer or model (24h, 7d, 30d; CSV).
+    Analytics {
+        #[command(subcommand)]
+        cmd: logs_cli::AnalyticsCmd,
     },
 }
 
@@ -264,6 +275,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Secrets { cmd } => access_cli::secrets(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Plan { cmd } => billing_cli::plan(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Price { cmd } => billing_cli::price(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Logs { cmd } => logs_cli::logs(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Analytics { cmd } => logs_cli::analytics(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Model { cmd } => {
             let c = cli::AdminClient::from_env()?;
             match cmd {
