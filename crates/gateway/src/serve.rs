@@ -139,6 +139,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             max_body_bytes: s.max_body_bytes,
             sse_keepalive: s.sse_keepalive,
             log_queue: s.log_queue,
+            request_log: s.request_log,
             ..Limits::default()
         },
         store.clone(),

@@ -21,6 +21,8 @@ pub struct Settings {
     pub log_retention_days: u32,
     /// `GATEWAY_LOG_QUEUE`: request-log rows that may wait for the writer before rows drop.
     pub log_queue: usize,
+    /// `GATEWAY_REQUEST_LOG=off` turns the request log (rows, tail, metrics) off.
+    pub request_log: bool,
     /// After this long without a first token a stream is committed and kept alive with SSE
     /// comments at this interval.
     pub sse_keepalive: std::time::Duration,
@@ -108,6 +110,11 @@ impl Settings {
                 _ => bail!("GATEWAY_LOG_QUEUE must be a number of rows (1 to 10000000)"),
             },
         };
+        let request_log = match var("GATEWAY_REQUEST_LOG").as_deref().map(str::trim) {
+            None | Some("on" | "1" | "true") => true,
+            Some("off" | "0" | "false") => false,
+            Some(_) => bail!("GATEWAY_REQUEST_LOG must be on or off"),
+        };
         let sse_keepalive = match var("GATEWAY_SSE_KEEPALIVE_MS") {
             None => pipeline::Limits::default().sse_keepalive,
             Some(v) => match v.trim().parse::<u64>() {
@@ -148,6 +155,7 @@ impl Settings {
             hold_timeout,
             log_retention_days,
             log_queue,
+            request_log,
             sse_keepalive,
             port: port("GATEWAY_PORT", 4080)?,
             admin_port: port("GATEWAY_ADMIN_PORT", 4081)?,

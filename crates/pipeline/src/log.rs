@@ -281,7 +281,7 @@ fn api_of(path: &str) -> Option<&str> {
 
 /// The log layer: a [`Trace`] for every data-plane request, finished with its response.
 pub async fn layer(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
-    let Some(api) = api_of(req.uri().path()) else {
+    let Some(api) = api_of(req.uri().path()).filter(|_| gw.limits.request_log) else {
         return next.run(req).await;
     };
     let id = req

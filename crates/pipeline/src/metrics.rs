@@ -54,14 +54,14 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// (api, status class) → requests.
-    requests: BTreeMap<(String, &'static str), u64>,
+    /// api → requests per status class (2xx, 3xx, 4xx, 5xx).
+    requests: BTreeMap<String, [u64; 4]>,
     latency: BTreeMap<String, Histogram>,
     ttft: BTreeMap<String, Histogram>,
     tokens: [u64; 3],
     cost_picos: u128,
-    /// (provider, outcome) → upstream attempts.
-    attempts: BTreeMap<(String, String), u64>,
+    /// provider → outcome → upstream attempts.
+    attempts: BTreeMap<String, BTreeMap<String, u64>>,
     rate_limited: u64,
     estimated: u64,
 }
@@ -82,12 +82,26 @@ impl Default for Metrics {
     }
 }
 
-fn class(status: i64) -> &'static str {
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+fn class(status: i64) -> usize {
     match status {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        200..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
+    }
+}
+
+/// The entry for `key`, allocating the key only the first time (the hot path looks up).
+fn slot<'a, V: Default>(m: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !m.contains_key(key) {
+        m.insert(key.to_string(), V::default());
+    }
+    match m.get_mut(key) {
+        Some(v) => v,
+        // Unreachable (inserted above); a leaked default keeps this free of a panic path.
+        None => Box::leak(Box::default()),
     }
 }
 
@@ -102,21 +116,10 @@ impl Metrics {
     /// Counts one finished request.
     pub fn observe(&self, row: &LogRow) {
         let Ok(mut m) = self.inner.lock() else { return };
-        let key = (row.api.clone(), class(row.status));
-        *m.requests.entry(key).or_default() += 1;
-        let secs = row.latency_ms as f64 / 1000.0;
-        if let Some(h) = m.latency.get_mut(row.api.as_str()) {
-            h.add(secs);
-        } else {
-            let mut h = Histogram::default();
-            h.add(secs);
-            m.latency.insert(row.api.clone(), h);
-        }
+        slot(&mut m.requests, &row.api)[class(row.status)] += 1;
+        slot(&mut m.latency, &row.api).add(row.latency_ms as f64 / 1000.0);
         if let Some(t) = row.ttft_ms.filter(|_| row.stream) {
-            m.ttft
-                .entry(row.api.clone())
-                .or_default()
-                .add(t as f64 / 1000.0);
+            slot(&mut m.ttft, &row.api).add(t as f64 / 1000.0);
         }
         let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
         m.tokens[0] += as_u64(row.prompt_tokens);
@@ -132,17 +135,14 @@ impl Metrics {
         if let Some(list) = row.attempts.as_array() {
             for a in list {
                 let provider = a.get("provider").and_then(|v| v.as_str()).unwrap_or("");
+                let skipped;
                 let outcome = if let Some(s) = a.get("skipped").and_then(|v| v.as_str()) {
-                    format!("skipped_{s}")
+                    skipped = format!("skipped_{s}");
+                    skipped.as_str()
                 } else {
-                    a.get("error")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("ok")
-                        .to_string()
+                    a.get("error").and_then(|v| v.as_str()).unwrap_or("ok")
                 };
-                *m.attempts
-                    .entry((provider.to_string(), outcome))
-                    .or_default() += 1;
+                *slot(slot(&mut m.attempts, provider), outcome) += 1;
             }
         }
     }
@@ -160,12 +160,14 @@ impl Metrics {
                 "counter",
                 "Data-plane requests by gateway API and status class.",
             );
-            for ((api, class), n) in &m.requests {
-                let _ = writeln!(
-                    out,
-                    "gateway_requests_total{{api=\"{}\",status=\"{class}\"}} {n}",
-                    esc(api)
-                );
+            for (api, counts) in &m.requests {
+                for (class, n) in CLASSES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                    let _ = writeln!(
+                        out,
+                        "gateway_requests_total{{api=\"{}\",status=\"{class}\"}} {n}",
+                        esc(api)
+                    );
+                }
             }
             help(
                 &mut out,
@@ -226,13 +228,15 @@ impl Metrics {
                 "counter",
                 "Upstream attempts by provider and outcome.",
             );
-            for ((p, o), n) in &m.attempts {
-                let _ = writeln!(
-                    out,
-                    "gateway_upstream_attempts_total{{provider=\"{}\",outcome=\"{}\"}} {n}",
-                    esc(p),
-                    esc(o)
-                );
+            for (p, outcomes) in &m.attempts {
+                for (o, n) in outcomes {
+                    let _ = writeln!(
+                        out,
+                        "gateway_upstream_attempts_total{{provider=\"{}\",outcome=\"{}\"}} {n}",
+                        esc(p),
+                        esc(o)
+                    );
+                }
             }
             help(
                 &mut out,

@@ -90,6 +90,9 @@ pub struct Limits {
     pub jwks: access::jwks::CacheOptions,
     /// Request-log rows that may wait for the writer; past this, rows are dropped and counted.
     pub log_queue: usize,
+    /// Keep a request log at all (tail, rows, metrics); off only for measurement or when an
+    /// operator wants none.
+    pub request_log: bool,
 }
 
 impl Default for Limits {
@@ -100,6 +103,7 @@ impl Default for Limits {
             sse_keepalive: Duration::from_secs(5),
             jwks: access::jwks::CacheOptions::default(),
             log_queue: 65_536,
+            request_log: true,
         }
     }
 }
