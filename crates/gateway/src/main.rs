@@ -9,6 +9,7 @@ mod billing_cli;
 mod cli;
 mod config_file;
 mod logs_cli;
+mod otel;
 mod serve;
 mod settings;
 
@@ -163,16 +164,26 @@ enum ModelCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| {
-                let dev = std::env::var("GATEWAY_DEV").is_ok_and(|v| v == "1");
-                tracing_subscriber::EnvFilter::new(if dev { "debug" } else { "info" })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| {
+        let dev = std::env::var("GATEWAY_DEV").is_ok_and(|v| v == "1");
+        tracing_subscriber::EnvFilter::new(if dev { "debug" } else { "info" })
+    });
+    // `GATEWAY_LOG_FORMAT=json`: one JSON object per event (typed fields kept as fields), for
+    // log shippers; the default is human-readable.
+    if std::env::var("GATEWAY_LOG_FORMAT").is_ok_and(|v| v.trim() == "json") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

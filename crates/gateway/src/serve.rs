@@ -173,6 +173,14 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     let key_watch = gateway.keys.watch();
     let sweeper = tokio::spawn(sweep_holds(store.clone(), s.hold_timeout));
     let pruner = tokio::spawn(prune_logs(store.clone(), s.log_retention_days));
+    // Spans for every request to an OpenTelemetry collector, when one is configured.
+    let exporter = match crate::otel::OtlpConfig::from_env()? {
+        Some(cfg) => {
+            tracing::info!(endpoint = %cfg.endpoint, "exporting request spans (OTLP/HTTP JSON)");
+            Some(crate::otel::spawn(gateway.log.clone(), cfg)?.0)
+        }
+        None => None,
+    };
     let deliverer = tokio::spawn(pipeline::events::deliver_loop(
         store.clone(),
         admin_state.http.clone(),
@@ -244,6 +252,9 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             key_watch.abort();
             sweeper.abort();
             pruner.abort();
+            if let Some(e) = &exporter {
+                e.abort();
+            }
             deliverer.abort();
             // Usage records and log rows of every answered request are written before the
             // store closes.
