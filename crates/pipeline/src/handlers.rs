@@ -433,12 +433,18 @@ pub async fn healthz() -> Response {
     json_bytes(&br#"{"status":"ok"}"#[..])
 }
 
+/// Ready: configuration loaded, not shutting down, and the store answers within a second.
 pub async fn readyz(State(gw): State<Shared>) -> Response {
-    if gw.is_ready() && !gw.is_draining() {
-        json_bytes(&br#"{"status":"ready"}"#[..])
-    } else {
-        GatewayError::NotReady.into_response()
+    if !gw.is_ready() || gw.is_draining() {
+        return GatewayError::NotReady.into_response();
     }
+    if let Some(store) = &gw.store {
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await;
+        if !matches!(answered, Ok(Ok(()))) {
+            return GatewayError::NotReady.into_response();
+        }
+    }
+    json_bytes(&br#"{"status":"ready"}"#[..])
 }
 
 pub async fn not_found() -> GatewayError {

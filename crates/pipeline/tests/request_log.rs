@@ -390,3 +390,33 @@ async fn a_store_outage_drops_counted_rows_within_the_bound_and_recovers() {
     let row = env.row(&header(&r, "x-request-id")).await;
     assert_eq!(row.status, 200);
 }
+
+#[tokio::test]
+async fn readiness_needs_the_store_and_turns_off_when_draining() {
+    let env = start(Limits::default()).await;
+    let ready = || async {
+        ok(env.client.get(format!("{}/readyz", env.url)).send().await)
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+    env.gw.set_draining();
+    assert_eq!(ready().await, 503, "shutdown turns readiness off first");
+    // Requests still arriving while draining are served.
+    let r = ok(env.post("paid", &chat(false)).send().await);
+    assert_eq!(r.status(), 200);
+    let fresh = start(Limits::default()).await;
+    fresh.store.close().await;
+    let r = ok(fresh
+        .client
+        .get(format!("{}/readyz", fresh.url))
+        .send()
+        .await);
+    assert_eq!(r.status(), 503, "a store that does not answer is not ready");
+    let r = ok(fresh
+        .client
+        .get(format!("{}/healthz", fresh.url))
+        .send()
+        .await);
+    assert_eq!(r.status(), 200, "but the process is alive");
+}
