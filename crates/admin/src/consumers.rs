@@ -30,6 +30,12 @@ pub struct ConsumerDef {
     /// `active` (default) or `suspended`.
     #[serde(default)]
     pub status: Option<String>,
+    /// Requests per minute across all the consumer's keys (and JWTs).
+    #[serde(default)]
+    pub rpm: Option<i64>,
+    /// Tokens per minute across all the consumer's keys (and JWTs).
+    #[serde(default)]
+    pub tpm: Option<i64>,
 }
 
 impl ConsumerDef {
@@ -46,6 +52,8 @@ impl ConsumerDef {
             external_id: self.external_id,
             metadata: self.metadata.unwrap_or_else(|| json!({})),
             status,
+            rpm: self.rpm,
+            tpm: self.tpm,
         })
     }
 }

@@ -1393,3 +1393,37 @@ async fn the_tail_replays_kept_rows_then_streams_new_ones() {
     // An abandoned trace is recorded as the consumer leaving.
     assert!(seen.contains("\"status\":499"));
 }
+
+#[tokio::test]
+async fn consumer_limits_are_stored_validated_and_shown() {
+    let (s, _dir) = state().await;
+    let (st, v, _) = call(
+        &s,
+        "POST",
+        "/admin/consumers",
+        Some(json!({"name": "lim", "rpm": 10, "tpm": 5000})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, v, _) = call(&s, "GET", "/admin/consumers/lim", None, Some(TOKEN)).await;
+    assert_eq!(
+        (v["rpm"].clone(), v["tpm"].clone()),
+        (json!(10), json!(5000))
+    );
+    let (st, v, _) = call(
+        &s,
+        "POST",
+        "/admin/consumers",
+        Some(json!({"name": "lim2", "rpm": 0})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rpm")),
+        "{v}"
+    );
+}

@@ -55,6 +55,22 @@ pub enum ConsumerCmd {
         /// A JSON object.
         #[arg(long)]
         metadata: Option<String>,
+        /// Requests per minute across all the consumer's keys.
+        #[arg(long)]
+        rpm: Option<i64>,
+        /// Tokens per minute across all the consumer's keys.
+        #[arg(long)]
+        tpm: Option<i64>,
+    },
+    /// Set (or with `--clear`, remove) the consumer-wide RPM/TPM limits.
+    Limits {
+        id: String,
+        #[arg(long)]
+        rpm: Option<i64>,
+        #[arg(long)]
+        tpm: Option<i64>,
+        #[arg(long)]
+        clear: bool,
     },
     List,
     Show {
@@ -328,18 +344,43 @@ pub async fn consumer(c: &AdminClient, cmd: ConsumerCmd) -> anyhow::Result<()> {
         let body = json!({
             "name": cur["name"].take(), "email": cur["email"].take(),
             "external_id": cur["external_id"].take(), "metadata": cur["metadata"].take(),
-            "status": status,
+            "status": status, "rpm": cur["rpm"].take(), "tpm": cur["tpm"].take(),
         });
         c.call_put(&format!("/admin/consumers/{id}"), body).await?;
         println!("consumer {id} {status}");
         anyhow::Ok(())
     };
     match cmd {
+        ConsumerCmd::Limits {
+            id,
+            rpm,
+            tpm,
+            clear,
+        } => {
+            let mut cur = c.get(&format!("/admin/consumers/{id}")).await?;
+            let keep = |v: Option<i64>, old: Value| {
+                if clear {
+                    Value::Null
+                } else {
+                    v.map_or(old, Value::from)
+                }
+            };
+            let body = json!({
+                "name": cur["name"].take(), "email": cur["email"].take(),
+                "external_id": cur["external_id"].take(), "metadata": cur["metadata"].take(),
+                "status": cur["status"].take(),
+                "rpm": keep(rpm, cur["rpm"].take()), "tpm": keep(tpm, cur["tpm"].take()),
+            });
+            let v = c.call_put(&format!("/admin/consumers/{id}"), body).await?;
+            println!("consumer {id}: rpm {} tpm {}", s(&v, "rpm"), s(&v, "tpm"));
+        }
         ConsumerCmd::Create {
             name,
             email,
             external_id,
             metadata,
+            rpm,
+            tpm,
         } => {
             let metadata: Value = match metadata {
                 Some(m) => serde_json::from_str(&m).context("--metadata must be a JSON object")?,
@@ -348,7 +389,7 @@ pub async fn consumer(c: &AdminClient, cmd: ConsumerCmd) -> anyhow::Result<()> {
             let v = c
                 .post(
                     "/admin/consumers",
-                    json!({"name": name, "email": email, "external_id": external_id, "metadata": metadata}),
+                    json!({"name": name, "email": email, "external_id": external_id, "metadata": metadata, "rpm": rpm, "tpm": tpm}),
                 )
                 .await?;
             println!("consumer {} created ({})", s(&v, "name"), s(&v, "id"));

@@ -12,6 +12,7 @@ mod logs_cli;
 mod otel;
 mod serve;
 mod settings;
+mod tail_fanin;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

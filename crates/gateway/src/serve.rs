@@ -188,8 +188,20 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     // Rate limits shared by every instance through Redis when GATEWAY_REDIS_URL is set.
     let limiter =
         limits::Backend::from_env().map_err(|e| anyhow::anyhow!("GATEWAY_REDIS_URL: {e}"))?;
-    if matches!(limiter, limits::Backend::Redis(_)) {
-        tracing::info!("rate limits on Redis");
+    let mut fanin = Vec::new();
+    if matches!(limiter, limits::Backend::Redis(_))
+        && let Some(cfg) = limits::RedisConfig::from_env()
+    {
+        tracing::info!("rate limits and the live tail on Redis");
+        // Every instance's rows in every instance's tail.
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| anyhow::anyhow!("GATEWAY_REDIS_URL: {e}"))?;
+        fanin = crate::tail_fanin::spawn(
+            gateway.log.clone(),
+            client,
+            crate::tail_fanin::channel(&cfg.prefix),
+        )
+        .0;
     }
     gateway.set_limiter(limiter);
     // The tokenizer's tables load here, not on the first request that needs a token count.
@@ -252,6 +264,9 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             key_watch.abort();
             sweeper.abort();
             pruner.abort();
+            for t in &fanin {
+                t.abort();
+            }
             if let Some(e) = &exporter {
                 e.abort();
             }

@@ -395,8 +395,8 @@ pub async fn admit(
         }
     }
 
-    // Every limit that applies, decided at once: the key's own RPM, the subscriber's plan,
-    // the API as a whole.
+    // Every limit that applies, decided at once: the key's own RPM, the consumer's across its
+    // keys, the subscriber's plan, the API as a whole.
     let mut requests: Vec<(String, u64)> = Vec::new();
     let mut tokens: Vec<(String, u64)> = Vec::new();
     if let Some(rpm) = caller.key.as_ref().and_then(|k| k.rpm) {
@@ -404,6 +404,21 @@ pub async fn admit(
             format!("rpm:key:{}", account.key_id.as_deref().unwrap_or("")),
             u64::try_from(rpm).unwrap_or(1),
         ));
+    }
+    if let Some(consumer) = &caller.consumer_id {
+        let limits = caller.consumer_limits;
+        if let Some(rpm) = limits.rpm {
+            requests.push((
+                format!("rpm:consumer:{consumer}"),
+                u64::try_from(rpm).unwrap_or(1),
+            ));
+        }
+        if let Some(tpm) = limits.tpm {
+            tokens.push((
+                format!("tpm:consumer:{consumer}"),
+                u64::try_from(tpm).unwrap_or(1),
+            ));
+        }
     }
     if let (Some(sub), Some(plan)) = (&sub, &plan) {
         if let Some(rpm) = plan.rpm {
@@ -558,6 +573,8 @@ fn rate_headers(d: &limits::Decision) -> HeaderMap {
 fn limited(d: &limits::Denial, headers: HeaderMap) -> GatewayError {
     let whose = if d.key.starts_with("rpm:key:") {
         "this gateway key"
+    } else if d.key.contains(":consumer:") {
+        "this consumer"
     } else if d.key.contains(":sub:") {
         "the consumer's plan"
     } else {

@@ -60,6 +60,8 @@ pub struct RequestLog {
     writer: OnceLock<mpsc::Sender<Job>>,
     tail: Mutex<VecDeque<Arc<LogRow>>>,
     live: broadcast::Sender<Arc<LogRow>>,
+    /// This instance's rows only: what the tail fan-in publishes to the other instances.
+    local: broadcast::Sender<Arc<LogRow>>,
     pub counters: Arc<LogCounters>,
     /// Called with every finished row (metrics).
     observer: OnceLock<Observer>,
@@ -77,12 +79,14 @@ impl RequestLog {
     /// A log writing to `store` (tail only without one), queueing at most `capacity` rows.
     pub fn new(store: Option<Store>, capacity: usize) -> RequestLog {
         let (live, _) = broadcast::channel(1024);
+        let (local, _) = broadcast::channel(1024);
         RequestLog {
             store,
             capacity: capacity.max(1),
             writer: OnceLock::new(),
             tail: Mutex::new(VecDeque::with_capacity(TAIL)),
             live,
+            local,
             counters: Arc::new(LogCounters::default()),
             observer: OnceLock::new(),
         }
@@ -118,6 +122,27 @@ impl RequestLog {
         }
     }
 
+    /// This instance's rows as they finish (for publishing them to other instances' tails).
+    pub fn subscribe_local(&self) -> broadcast::Receiver<Arc<LogRow>> {
+        self.local.subscribe()
+    }
+
+    /// A row another instance finished: joins this instance's tail (it is written, counted and
+    /// exported by the instance that served it).
+    pub fn inject(&self, row: LogRow) {
+        self.show(Arc::new(row));
+    }
+
+    fn show(&self, row: Arc<LogRow>) {
+        if let Ok(mut t) = self.tail.lock() {
+            if t.len() == TAIL {
+                t.pop_front();
+            }
+            t.push_back(row.clone());
+            let _ = self.live.send(row);
+        }
+    }
+
     /// Rows waiting for the writer.
     pub fn queued(&self) -> u64 {
         self.counters.queued.load(Ordering::Relaxed)
@@ -138,12 +163,9 @@ impl RequestLog {
             f(&row);
         }
         let row = Arc::new(row);
-        if let Ok(mut t) = self.tail.lock() {
-            if t.len() == TAIL {
-                t.pop_front();
-            }
-            t.push_back(row.clone());
-            let _ = self.live.send(row.clone());
+        self.show(row.clone());
+        if self.local.receiver_count() > 0 {
+            let _ = self.local.send(row.clone());
         }
         let Some(store) = &self.store else { return };
         let tx = self.writer.get_or_init(|| {

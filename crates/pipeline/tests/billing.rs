@@ -521,6 +521,60 @@ async fn a_burst_against_a_keys_rpm_admits_exactly_the_limit() {
     assert_eq!(env.emu.requests().len(), 60);
 }
 
+/// A consumer's RPM holds across all its keys: two keys, 40 concurrent requests each, a
+/// consumer limit of 30 → exactly 30 answered, and the refusals name the consumer.
+#[tokio::test]
+async fn a_consumer_rpm_applies_across_its_keys() {
+    let env = Arc::new(start(None).await);
+    let mut input = ConsumerInput::new("two-keys");
+    input.rpm = Some(30);
+    let consumer = ok(env.store.create_consumer(&input).await).id;
+    let mut keys_raw = Vec::new();
+    for label in ["a", "b"] {
+        let k = keys::generate(DEFAULT_PREFIX);
+        ok(env
+            .store
+            .create_key(&KeyInput::new(
+                Some(consumer.clone()),
+                label,
+                hex::encode(k.hash),
+                k.display,
+            ))
+            .await);
+        keys_raw.push(Arc::new(k.raw));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..80 {
+        let (env, key) = (env.clone(), keys_raw[i % 2].clone());
+        tasks.spawn(async move {
+            let r = ok(env
+                .client
+                .post(format!("{}/paid/v1/chat/completions", env.url))
+                .bearer_auth(key.as_str())
+                .json(&chat(4, false))
+                .send()
+                .await);
+            (r.status().as_u16(), ok(r.text().await))
+        });
+    }
+    let mut admitted = 0;
+    while let Some(r) = tasks.join_next().await {
+        match ok(r) {
+            (200, _) => admitted += 1,
+            (429, body) => assert!(body.contains("this consumer"), "{body}"),
+            (other, body) => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(admitted, 30);
+    // Another consumer is not affected.
+    let (st, _, _, body) = env.chat(&chat(4, false)).await;
+    assert_eq!(st, 200, "{body}");
+    // A consumer limit out of range is refused by the store.
+    let mut bad = ConsumerInput::new("bad-limits");
+    bad.tpm = Some(0);
+    assert!(env.store.create_consumer(&bad).await.is_err());
+}
+
 /// TPM reserves the worst case at admission and gives back what was not used at settlement:
 /// sequential requests use (nearly) the whole budget, never more.
 #[tokio::test]

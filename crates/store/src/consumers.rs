@@ -36,6 +36,10 @@ pub struct ConsumerInput {
     pub metadata: Value,
     /// One of [`CONSUMER_STATUSES`].
     pub status: String,
+    /// Requests per minute across all the consumer's keys and credentials.
+    pub rpm: Option<i64>,
+    /// Tokens per minute across all the consumer's keys and credentials.
+    pub tpm: Option<i64>,
 }
 
 impl ConsumerInput {
@@ -47,6 +51,8 @@ impl ConsumerInput {
             external_id: None,
             metadata: Value::Object(serde_json::Map::new()),
             status: "active".into(),
+            rpm: None,
+            tpm: None,
         }
     }
 
@@ -59,6 +65,13 @@ impl ConsumerInput {
             require_name(external_id, "consumer external_id")?;
         }
         require_object(&self.metadata, "consumer metadata")?;
+        for (v, field) in [(self.rpm, "consumer rpm"), (self.tpm, "consumer tpm")] {
+            if v.is_some_and(|n| !(1..=60_000_000).contains(&n)) {
+                return Err(StoreError::Invalid(format!(
+                    "{field} must be between 1 and 60000000"
+                )));
+            }
+        }
         require_one_of(&self.status, CONSUMER_STATUSES, "consumer status")
     }
 }
@@ -71,13 +84,15 @@ pub struct ConsumerRecord {
     pub external_id: Option<String>,
     pub metadata: Value,
     pub status: String,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 macro_rules! consumer_columns {
     () => {
-        "id, name, email, external_id, metadata, status, created_at, updated_at"
+        "id, name, email, external_id, metadata, status, rpm, tpm, created_at, updated_at"
     };
 }
 
@@ -96,7 +111,7 @@ impl Store {
         input.validate()?;
         let result = sqlx::query(concat!(
             "INSERT INTO consumers (id, name, email, external_id, metadata, status, created_at, ",
-            "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING ",
+            "updated_at, rpm, tpm) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING ",
             consumer_columns!()
         ))
         .bind(new_id())
@@ -106,6 +121,8 @@ impl Store {
         .bind(json_text(&input.metadata)?)
         .bind(&input.status)
         .bind(now_ms())
+        .bind(input.rpm)
+        .bind(input.tpm)
         .fetch_one(&self.pool)
         .await;
         match result.map_err(StoreError::from) {
@@ -129,7 +146,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let result = sqlx::query(concat!(
             "UPDATE consumers SET name = $2, email = $3, external_id = $4, metadata = $5, ",
-            "status = $6, updated_at = $7 WHERE id = $1 RETURNING ",
+            "status = $6, updated_at = $7, rpm = $8, tpm = $9 WHERE id = $1 RETURNING ",
             consumer_columns!()
         ))
         .bind(id)
@@ -139,6 +156,8 @@ impl Store {
         .bind(json_text(&input.metadata)?)
         .bind(&input.status)
         .bind(now)
+        .bind(input.rpm)
+        .bind(input.tpm)
         .fetch_optional(&mut *tx)
         .await;
         let row = match result.map_err(StoreError::from) {
@@ -324,6 +343,8 @@ fn from_row(row: &AnyRow) -> Result<ConsumerRecord, StoreError> {
         external_id: row.try_get("external_id")?,
         metadata: json_column(row, "metadata")?,
         status: row.try_get("status")?,
+        rpm: row.try_get("rpm")?,
+        tpm: row.try_get("tpm")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

@@ -48,6 +48,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0006_request_log.sql"),
         postgres: include_str!("../migrations/postgres/0006_request_log.sql"),
     },
+    Step {
+        version: 7,
+        description: "consumer_limits",
+        sqlite: include_str!("../migrations/sqlite/0007_consumer_limits.sql"),
+        postgres: include_str!("../migrations/postgres/0007_consumer_limits.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.

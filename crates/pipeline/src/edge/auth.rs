@@ -32,6 +32,8 @@ pub struct Caller {
     pub consumer_id: Option<String>,
     /// The key used, when one was.
     pub key: Option<Arc<Grant>>,
+    /// The consumer's own RPM/TPM across all its credentials.
+    pub consumer_limits: super::key_cache::ConsumerLimits,
 }
 
 impl Caller {
@@ -86,6 +88,7 @@ pub async fn admit(gw: &Gateway, snap: &Snapshot, parts: &Parts) -> Result<Calle
         client_ip,
         consumer_id: None,
         key: None,
+        consumer_limits: Default::default(),
     };
     let mode = caller.api.auth;
     if mode == AuthMode::Public {
@@ -95,11 +98,14 @@ pub async fn admit(gw: &Gateway, snap: &Snapshot, parts: &Parts) -> Result<Calle
     if mode.accepts_keys() && keys::shape_ok(presented) {
         let grant = key_grant(gw, presented, &caller.api.slug).await?;
         caller.consumer_id = grant.consumer_id.clone();
+        caller.consumer_limits = grant.consumer_limits;
         caller.key = Some(grant);
         return Ok(caller);
     }
     if mode.accepts_jwt() && looks_like_jwt(presented) {
-        caller.consumer_id = Some(super::jwt::consumer(gw, &caller.api, presented).await?);
+        let (id, limits) = super::jwt::consumer(gw, &caller.api, presented).await?;
+        caller.consumer_id = Some(id);
+        caller.consumer_limits = limits;
         return Ok(caller);
     }
     Err(GatewayError::Unauthorized(

@@ -18,6 +18,10 @@ use access::jwt::JwtError;
 use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
 
+use super::key_cache::ConsumerLimits;
+
+/// A JWT subject's consumer: id, active, its own limits.
+type SubjectConsumer = (String, bool, ConsumerLimits);
 use crate::error::GatewayError;
 use crate::state::Gateway;
 
@@ -66,7 +70,7 @@ pub struct JwtEdge {
     /// Token digest → (subject, issuer).
     verified: Mutex<HashMap<[u8; 32], Memo<Subject>>>,
     /// Subject → (consumer id, active).
-    consumers: Mutex<HashMap<String, Memo<(String, bool)>>>,
+    consumers: Mutex<HashMap<String, Memo<SubjectConsumer>>>,
 }
 
 impl Default for JwtEdge {
@@ -119,7 +123,11 @@ fn refusal(e: &JwtError) -> GatewayError {
 }
 
 /// The consumer id a JWT names, after verifying it.
-pub async fn consumer(gw: &Gateway, api: &Api, token: &str) -> Result<String, GatewayError> {
+pub async fn consumer(
+    gw: &Gateway,
+    api: &Api,
+    token: &str,
+) -> Result<(String, ConsumerLimits), GatewayError> {
     let Some(cfg) = &api.settings.jwt else {
         return Err(GatewayError::Unauthorized(
             "This gateway API accepts no JWTs.".into(),
@@ -161,14 +169,14 @@ pub async fn consumer(gw: &Gateway, api: &Api, token: &str) -> Result<String, Ga
             v.consumer_id
         }
     };
-    let (id, active) = consumer_record(gw, &subject, now).await?;
+    let (id, active, limits) = consumer_record(gw, &subject, now).await?;
     if !active {
         return Err(GatewayError::Forbidden {
             code: "consumer_suspended",
             message: "The consumer this token names is suspended.".into(),
         });
     }
-    Ok(id)
+    Ok((id, limits))
 }
 
 /// The consumer (id, active) whose external id is `subject`, created on first sight.
@@ -176,7 +184,7 @@ async fn consumer_record(
     gw: &Gateway,
     subject: &str,
     now: Instant,
-) -> Result<(String, bool), GatewayError> {
+) -> Result<SubjectConsumer, GatewayError> {
     let edge = &gw.jwt;
     if let Some(hit) = edge.consumers.lock().ok().and_then(|m| {
         m.get(subject)
@@ -195,7 +203,8 @@ async fn consumer_record(
             tracing::warn!(error = %e, "consumer lookup for a JWT failed");
             GatewayError::AuthUnavailable
         })?;
-    let value = (rec.id, rec.status == "active");
+    let limits = ConsumerLimits::of(&rec);
+    let value = (rec.id, rec.status == "active", limits);
     if let Ok(mut m) = edge.consumers.lock() {
         if m.len() >= MEMO_MAX {
             m.clear();

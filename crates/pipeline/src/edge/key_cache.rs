@@ -27,6 +27,22 @@ const MAX_ENTRIES: usize = 200_000;
 /// Clock differences between instances that a change's `updated_at` may carry.
 const POLL_OVERLAP_MS: i64 = 2_000;
 
+/// Requests and tokens per minute across all of a consumer's keys and credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerLimits {
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+}
+
+impl ConsumerLimits {
+    pub fn of(c: &store::ConsumerRecord) -> ConsumerLimits {
+        ConsumerLimits {
+            rpm: c.rpm,
+            tpm: c.tpm,
+        }
+    }
+}
+
 /// What a key may do, as stored.
 #[derive(Debug)]
 pub struct Grant {
@@ -41,12 +57,18 @@ pub struct Grant {
     /// The consumer exists and is active (keys without a consumer count as active).
     pub consumer_active: bool,
     pub rpm: Option<i64>,
+    /// The consumer's own limits, shared by all its keys.
+    pub consumer_limits: ConsumerLimits,
     last_used: AtomicI64,
     flushed: AtomicI64,
 }
 
 impl Grant {
-    pub fn from_record(k: &KeyRecord, consumer_active: bool) -> Grant {
+    pub fn from_record(
+        k: &KeyRecord,
+        consumer_active: bool,
+        consumer_limits: ConsumerLimits,
+    ) -> Grant {
         let list = |field: &str| -> Vec<String> {
             k.scopes
                 .get(field)
@@ -68,6 +90,7 @@ impl Grant {
             revoked: k.revoked_at.is_some(),
             consumer_active,
             rpm: k.rpm,
+            consumer_limits,
             last_used: AtomicI64::new(used),
             flushed: AtomicI64::new(used),
         }
@@ -165,14 +188,14 @@ impl KeyCache {
         let grant = match found {
             None => None,
             Some(k) => {
-                let active = match &k.consumer_id {
-                    None => true,
-                    Some(id) => store
-                        .get_consumer(id)
-                        .await?
-                        .is_some_and(|c| c.status == "active"),
+                let (active, limits) = match &k.consumer_id {
+                    None => (true, ConsumerLimits::default()),
+                    Some(id) => match store.get_consumer(id).await? {
+                        Some(c) => (c.status == "active", ConsumerLimits::of(&c)),
+                        None => (false, ConsumerLimits::default()),
+                    },
                 };
-                Some(Arc::new(Grant::from_record(&k, active)))
+                Some(Arc::new(Grant::from_record(&k, active, limits)))
             }
         };
         let slot = match &grant {
