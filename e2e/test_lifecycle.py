@@ -1073,6 +1073,27 @@ def test_logs_cli_and_a_shutdown_under_load_loses_no_log_row(stack, spawn, tmp_p
     assert r.stdout.splitlines()[0].startswith("model,provider,requests")
     assert any(l.startswith("gpt-4o,") for l in r.stdout.splitlines()[1:]), r.stdout
 
+    # `gateway logs tail` follows requests as they finish, in order.
+    tail = subprocess.Popen([str(_binary("GATEWAY_BIN", "gateway")), "logs", "tail", "--json"],
+                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The tail first replays what the instance kept: read up to the first request.
+        line = tail.stdout.readline()
+        assert line, tail.stderr.read() if tail.poll() is not None else "no tail output"
+        assert json.loads(line)["request_id"] == first_id
+        sent = []
+        with httpx.Client(timeout=30, trust_env=False) as c:
+            for i in range(3):
+                resp = c.post(f"{gw.url}/v1/chat/completions",
+                              json={"model": "gpt-4o", "messages": user(f"tail {i}")},
+                              headers={"authorization": f"Bearer {CONSUMER_KEY}"})
+                sent.append(resp.headers["x-request-id"])
+        seen = [json.loads(tail.stdout.readline())["request_id"] for _ in sent]
+        assert seen == sent
+    finally:
+        tail.kill()
+        tail.wait(timeout=10)
+
     # Load from several threads; SIGTERM halfway. Every request that got an answer has its row.
     answered: list[str] = []
     lock = threading.Lock()
