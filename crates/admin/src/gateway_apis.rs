@@ -37,6 +37,21 @@ pub struct ApiDef {
     /// Requests and tokens per minute across all consumers of the API.
     #[serde(default, skip_serializing_if = "access::api::ApiLimits::is_empty")]
     pub limits: access::api::ApiLimits,
+    /// The PII guard on prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<access::stages::PiiSettings>,
+    /// Input/output moderation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<access::stages::ModerationSettings>,
+    /// A function (by name) called before the LLM stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_hook: Option<String>,
+    /// A function (by name) told about each response once it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_hook: Option<String>,
+    /// A function (by name) that replaces the LLM stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -58,6 +73,11 @@ impl ApiDef {
                 ip: self.ip.clone(),
                 jwt: self.jwt.clone(),
                 limits: self.limits,
+                pii: self.pii.clone(),
+                moderation: self.moderation.clone(),
+                pre_hook: self.pre_hook.clone(),
+                post_hook: self.post_hook.clone(),
+                function: self.function.clone(),
             },
             enabled: self.enabled,
         }
@@ -96,6 +116,11 @@ impl ApiDef {
             ip: settings.ip,
             jwt: settings.jwt,
             limits: settings.limits,
+            pii: settings.pii,
+            moderation: settings.moderation,
+            pre_hook: settings.pre_hook,
+            post_hook: settings.post_hook,
+            function: settings.function,
             enabled: r.enabled,
         })
     }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod handlers;
 pub mod llm;
+pub mod pii;
 pub mod settle;
 pub mod state;
 
