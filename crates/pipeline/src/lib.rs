@@ -23,15 +23,19 @@
 
 pub mod account;
 pub mod admission;
+pub mod backend;
 pub mod edge;
 pub mod egress;
 pub mod embeddings;
 pub mod error;
 pub mod events;
 pub mod handlers;
+pub mod functions;
 pub mod llm;
+pub mod moderation;
 pub mod pii;
 pub mod settle;
+pub mod stages;
 pub mod state;
 
 use std::sync::Arc;
@@ -53,6 +57,8 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/{api}/v1/messages", post(messages))
         .route("/v1/embeddings", post(create_embeddings))
         .route("/{api}/v1/embeddings", post(create_embeddings))
+        .route("/v1/moderations", post(moderations))
+        .route("/{api}/v1/moderations", post(moderations))
         .route("/v1/models", get(list_models))
         .route("/{api}/v1/models", get(list_models))
         .route("/healthz", get(healthz))
