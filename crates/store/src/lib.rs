@@ -16,6 +16,7 @@
 //!   subject), [`keys`] (gateway keys stored as SHA-256 digests, with rotation, batched use
 //!   stamps and the `keys_changed_since` poll that keeps every instance's auth cache current)
 //!   and [`admin_tokens`] (admin API credentials with a role).
+//! - [`functions`]: operators' hook/backend endpoints, signing secrets sealed at rest.
 //! - `columns`: the shared column conventions (uuid v7 text ids, unix-millisecond times, JSON
 //!   text, booleans on both backends).
 //! - [`error`]: [`StoreError`]; unique violations from either backend become `Conflict`.
@@ -35,6 +36,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod functions;
 pub mod keys;
 mod migrations;
 pub mod models;
@@ -55,6 +57,7 @@ pub use crypto::{Cipher, Keyring};
 pub use db::{Backend, Store};
 pub use error::StoreError;
 pub use events::EventRecord;
+pub use functions::{FunctionInput, FunctionRecord, FunctionView};
 pub use keys::{KeyInput, KeyRecord, KeyView};
 pub use models::{ModelInput, ModelRecord};
 pub use providers::{ProviderInput, ProviderRecord, ProviderView};

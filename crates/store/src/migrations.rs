@@ -42,6 +42,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0004_events.sql"),
         postgres: include_str!("../migrations/postgres/0004_events.sql"),
     },
+    Step {
+        version: 5,
+        description: "functions",
+        sqlite: include_str!("../migrations/sqlite/0005_functions.sql"),
+        postgres: include_str!("../migrations/postgres/0005_functions.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.
