@@ -153,6 +153,7 @@ pub async fn create_api(
 ) -> Result<Response, AdminError> {
     let def: ApiDef = body(&raw)?;
     def.check(&format!("apis.{}", def.slug))?;
+    crate::functions::check_references(&s, &def).await?;
     s.store.create_api(&def.to_input()?).await?;
     audit(&s, "api.create", &def.slug, json!({"auth": def.auth})).await;
     reload(&s).await?;
@@ -180,6 +181,7 @@ pub async fn put_api(
     let def: ApiDef = serde_path_to_error::deserialize(v)
         .map_err(|e| AdminError::BadBody(format!("invalid body: {}: {}", e.path(), e.inner())))?;
     def.check(&format!("apis.{}", def.slug))?;
+    crate::functions::check_references(&s, &def).await?;
     s.store.upsert_api(&def.to_input()?).await?;
     audit(&s, "api.update", &slug, json!({"auth": def.auth})).await;
     reload(&s).await?;

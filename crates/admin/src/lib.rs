@@ -19,6 +19,7 @@ pub mod billing;
 pub mod catalog;
 pub mod consumers;
 pub mod error;
+pub mod functions;
 pub mod gateway_apis;
 pub mod secrets;
 pub mod tokens;
@@ -124,6 +125,13 @@ pub fn app(state: Arc<AdminState>) -> Router {
                 .delete(billing::delete_webhook),
         )
         .route("/admin/billing/events", get(billing::list_events))
+        .route("/admin/functions", get(functions::list_functions))
+        .route(
+            "/admin/functions/{name}",
+            get(functions::get_function)
+                .put(functions::put_function)
+                .delete(functions::delete_function),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             tokens::require_token,
