@@ -24,7 +24,7 @@ pub struct FunctionDef {
     pub url: String,
     /// The HMAC-SHA256 signing secret (at least 16 characters). Omit on an update to keep it.
     #[serde(default, skip_serializing)]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Milliseconds the whole call may take (default 2000, at most 30000).
     #[serde(default = "two_seconds")]
     pub deadline_ms: i64,
@@ -46,7 +46,7 @@ impl FunctionDef {
         FunctionInput {
             name: self.name.clone(),
             url: self.url.clone(),
-            secret: self.secret.as_deref().map(Secret::new),
+            secret: self.secret.clone(),
             deadline_ms: self.deadline_ms,
             failure_mode: self.failure_mode.clone(),
         }
