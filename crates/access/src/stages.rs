@@ -249,7 +249,11 @@ mod tests {
             validate(
                 None,
                 None,
-                [("pre_hook", Some("bad name")), ("post_hook", None), ("function", None)]
+                [
+                    ("pre_hook", Some("bad name")),
+                    ("post_hook", None),
+                    ("function", None)
+                ]
             ),
             Err(StageError::FunctionName("pre_hook"))
         );

@@ -142,7 +142,10 @@ pub async fn delete_function(
 }
 
 /// Refuses an API naming a function that does not exist.
-pub async fn check_references(s: &Shared, def: &crate::gateway_apis::ApiDef) -> Result<(), AdminError> {
+pub async fn check_references(
+    s: &Shared,
+    def: &crate::gateway_apis::ApiDef,
+) -> Result<(), AdminError> {
     for (field, name) in def.api().settings.functions() {
         if s.store.get_function(name).await?.is_none() {
             return Err(AdminError::BadBody(format!(

@@ -1224,8 +1224,10 @@ async fn functions_are_managed_with_secrets_kept_out_of_every_answer() {
         &s,
         "PUT",
         "/admin/functions/pre",
-        Some(json!({"url": "https://hooks.example.com/pre", "secret": secret,
-                    "failure_mode": "fail_closed"})),
+        Some(
+            json!({"url": "https://hooks.example.com/pre", "secret": secret,
+                    "failure_mode": "fail_closed"}),
+        ),
         Some(TOKEN),
     )
     .await;
@@ -1273,9 +1275,11 @@ async fn functions_are_managed_with_secrets_kept_out_of_every_answer() {
         &s,
         "POST",
         "/admin/apis",
-        Some(json!({"slug": "hooked", "auth": "public", "pre_hook": "pre",
+        Some(
+            json!({"slug": "hooked", "auth": "public", "pre_hook": "pre",
                     "moderation": {"classifier": {"kind": "rules"}, "mode": "flag"},
-                    "pii": {"redact": true}})),
+                    "pii": {"redact": true}}),
+        ),
         Some(TOKEN),
     )
     .await;

@@ -118,10 +118,7 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
             ));
         }
         if !(1..=30_000).contains(&f.deadline_ms) {
-            return Err((
-                format!("{path}.deadline_ms"),
-                "between 1 and 30000".into(),
-            ));
+            return Err((format!("{path}.deadline_ms"), "between 1 and 30000".into()));
         }
         if !matches!(f.failure_mode.as_str(), "fail_open" | "fail_closed") {
             return Err((

@@ -61,7 +61,9 @@ pub async fn function(c: &AdminClient, cmd: FunctionCmd) -> anyhow::Result<()> {
             if let Some(m) = failure_mode {
                 body["failure_mode"] = json!(m);
             }
-            let v = c.call_put(&format!("/admin/functions/{name}"), body).await?;
+            let v = c
+                .call_put(&format!("/admin/functions/{name}"), body)
+                .await?;
             println!(
                 "function {name} saved: {} (deadline {} ms, {})",
                 text(&v, "url"),

@@ -52,7 +52,10 @@ fn headers_json(headers: &HeaderMap) -> Value {
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?;
     let p = u.get("prompt_tokens")?.as_u64()?;
-    let c = u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let c = u
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     Some(Usage::new(p, c, None))
 }
 
@@ -90,7 +93,10 @@ impl Drop for Settle {
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the stage's inputs")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the stage's inputs"
+)]
 pub async fn serve(
     gw: Arc<Gateway>,
     snap: Arc<Snapshot>,

@@ -179,7 +179,9 @@ impl Function {
                 // The operator's log gets the address; the consumer a generic message.
                 tracing::warn!(target: "gateway::hooks", function = %self.name, refusal = %r,
                     "function call refused by the egress guard");
-                CallError::Fetch("the function's address is not allowed by the egress policy".into())
+                CallError::Fetch(
+                    "the function's address is not allowed by the egress policy".into(),
+                )
             }
             other => CallError::Fetch(other.to_string()),
         }

@@ -168,15 +168,14 @@ async fn serve_chat(
     )
     .await?;
     let limits = std::mem::take(&mut account.rate_headers);
-    let marks = match stages::before(&gw, &snap, &caller, &request_id, &parts.headers, &mut chat)
-        .await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            settle::failed(&gw, account, e.parts().0.as_u16());
-            return Err(e);
-        }
-    };
+    let marks =
+        match stages::before(&gw, &snap, &caller, &request_id, &parts.headers, &mut chat).await {
+            Ok(m) => m,
+            Err(e) => {
+                settle::failed(&gw, account, e.parts().0.as_u16());
+                return Err(e);
+            }
+        };
     if caller.api.settings.function.is_some() {
         return crate::backend::serve(
             gw.clone(),
@@ -195,12 +194,7 @@ async fn serve_chat(
     let post = stages::PostHook::new(&caller, &request_id, &chat);
     if chat.is_stream() {
         let around = Around {
-            moderation: caller
-                .api
-                .settings
-                .moderation
-                .clone()
-                .filter(|m| m.output),
+            moderation: caller.api.settings.moderation.clone().filter(|m| m.output),
             post,
             marks: stages::marks_json(&marks),
         };
@@ -214,7 +208,13 @@ async fn serve_chat(
         Format::Anthropic => Some(served.value.clone().into_completion(&served.provider)?),
         Format::OpenAi { .. } => None,
     };
-    if caller.api.settings.moderation.as_ref().is_some_and(|m| m.output) {
+    if caller
+        .api
+        .settings
+        .moderation
+        .as_ref()
+        .is_some_and(|m| m.output)
+    {
         let text = answer_text(&served.value, &served.provider);
         stages::check_output(&gw, &snap, &caller, &text, &mut marks).await?;
     }
@@ -507,10 +507,7 @@ pub async fn not_found() -> GatewayError {
 
 /// `POST /v1/moderations`: the API's configured classifier (the built-in rules when it has
 /// none) in OpenAI's moderation format. Nothing is charged; a failing classifier is 503.
-pub async fn moderations(
-    State(gw): State<Shared>,
-    req: Request,
-) -> Result<Response, GatewayError> {
+pub async fn moderations(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
     ready(&gw)?;
     let snap = gw.snapshot();
     let (parts, body) = req.into_parts();

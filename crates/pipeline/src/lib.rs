@@ -12,11 +12,16 @@
 //! 2. **Admission** ([`admission`]): the body is parsed once into the canonical request;
 //!    malformed JSON, wrong types, empty messages and upstream-choosing fields (`api_base`, …)
 //!    are refused with a 400 naming the field.
-//! 3. **LLM** ([`llm`]): the router resolves the model (alias, `provider/model`, default
-//!    patterns, provider lists) and walks fallback chains per error class; the provider adapter
+//!    Then the stages around the model ([`stages`]): the PII guard ([`pii`]) redacts the prompt,
+//!    input moderation ([`moderation`]) blocks (400) or flags it, the pre-hook ([`functions`])
+//!    may rewrite or reject it.
+//! 3. **LLM** ([`llm`]), or the API's function ([`backend`]) in a function-backed API: the
+//!    router resolves the model (alias, `provider/model`, default patterns, provider lists) and walks fallback chains per error class; the provider adapter
 //!    translates and calls. Upstream failures map to one status each ([`error`]).
 //! 4. **Egress** ([`egress`]): non-streaming bodies are forwarded (OpenAI-shaped upstreams) or
 //!    rendered; streams are re-encoded chunk by chunk, and a broken stream ends in an error event.
+//!    Output moderation checks the answer (streams in windows, [`moderation::watch_stream`]);
+//!    the post-hook is spawned once the response is ready and never delays it.
 //! 5. **Settle** ([`settle`]): usage from the provider, reported after the response.
 //!
 //! [`state`] holds the configuration snapshot that every request reads once.
@@ -29,8 +34,8 @@ pub mod egress;
 pub mod embeddings;
 pub mod error;
 pub mod events;
-pub mod handlers;
 pub mod functions;
+pub mod handlers;
 pub mod llm;
 pub mod moderation;
 pub mod pii;

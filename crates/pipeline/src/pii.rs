@@ -414,17 +414,14 @@ fn secret(b: &[u8], s: usize, e: usize, context: &[(usize, usize); 2]) -> bool {
         return true;
     }
     // A long mixed token right after "key", "token", … ("api_key=…", "token: …").
-    let mixed = w.len() >= 16
-        && w.iter().any(u8::is_ascii_digit)
-        && w.iter().any(u8::is_ascii_alphabetic);
+    let mixed =
+        w.len() >= 16 && w.iter().any(u8::is_ascii_digit) && w.iter().any(u8::is_ascii_alphabetic);
     mixed
         && context.iter().any(|&(cs, ce)| {
             let word = &b[cs..ce];
             CONTEXT_WORDS.iter().any(|k| {
                 word.len() >= k.len()
-                    && word
-                        .windows(k.len())
-                        .any(|win| win.eq_ignore_ascii_case(k))
+                    && word.windows(k.len()).any(|win| win.eq_ignore_ascii_case(k))
             })
         })
 }

@@ -64,7 +64,11 @@ impl Marks {
             put(X_MODERATION, moderation::flag_value(&self.flagged));
         }
         if !self.outcomes.is_empty() {
-            let parts: Vec<String> = self.outcomes.iter().map(StageOutcome::header_part).collect();
+            let parts: Vec<String> = self
+                .outcomes
+                .iter()
+                .map(StageOutcome::header_part)
+                .collect();
             put(X_HOOKS, parts.join(", "));
         }
         h
@@ -82,7 +86,9 @@ pub fn consumer_json(caller: &Caller) -> Value {
 fn metadata_json(headers: &HeaderMap) -> Value {
     let mut m = serde_json::Map::new();
     for (k, v) in headers {
-        if let Some(name) = k.as_str().strip_prefix(router::rules::METADATA_HEADER_PREFIX)
+        if let Some(name) = k
+            .as_str()
+            .strip_prefix(router::rules::METADATA_HEADER_PREFIX)
             && let Ok(v) = v.to_str()
             && v.len() <= 256
             && m.len() < 16
@@ -129,12 +135,18 @@ pub async fn before(
         }
     }
     if let Some(name) = &settings.pre_hook {
-        pre_hook(gw, snap, caller, request_id, headers, chat, name, &mut marks).await?;
+        pre_hook(
+            gw, snap, caller, request_id, headers, chat, name, &mut marks,
+        )
+        .await?;
     }
     Ok(marks)
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the stage's inputs")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the stage's inputs"
+)]
 async fn pre_hook(
     gw: &Gateway,
     snap: &Snapshot,

@@ -26,13 +26,13 @@ const SECRET: &str = "whsec_test";
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
 fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(sig) = headers.get("x-gateway-signature").and_then(|v| v.to_str().ok()) else {
+    let Some(sig) = headers
+        .get("x-gateway-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let Some((t, v1)) = sig
-        .strip_prefix("t=")
-        .and_then(|s| s.split_once(",v1="))
-    else {
+    let Some((t, v1)) = sig.strip_prefix("t=").and_then(|s| s.split_once(",v1=")) else {
         return false;
     };
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
@@ -94,9 +94,9 @@ async fn behave(b: &str, req: &Value) -> Response {
         "rewrite" => json_response(json!({"action": "rewrite", "messages": [
             {"role": "system", "content": "context from the hook"},
             {"role": "user", "content": "rewritten by the hook"}]})),
-        "reject" => json_response(
-            json!({"action": "reject", "status": 418, "message": "No teapots here."}),
-        ),
+        "reject" => {
+            json_response(json!({"action": "reject", "status": 418, "message": "No teapots here."}))
+        }
         "post" => json_response(json!({"metadata": {"score": 7, "seen_status": req["status"]}})),
         "backend" => json_response(json!({
             "answer": req["body"]["messages"][0]["content"],
@@ -131,8 +131,16 @@ async fn behave(b: &str, req: &Value) -> Response {
         "error500" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         "invalid" => (StatusCode::OK, "{not json").into_response(),
         "huge" => {
-            let big = format!("{{\"action\":\"continue\",\"pad\":\"{}\"}}", "x".repeat(10 << 20));
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], big).into_response()
+            let big = format!(
+                "{{\"action\":\"continue\",\"pad\":\"{}\"}}",
+                "x".repeat(10 << 20)
+            );
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                big,
+            )
+                .into_response()
         }
         "redirect" => (
             StatusCode::FOUND,
@@ -263,13 +271,19 @@ async fn a_pre_hook_sees_the_request_and_may_continue() {
     assert_eq!(call["messages"][0]["content"], "hello");
     assert_eq!(call["metadata"]["tenant"], "acme");
     assert_eq!(call["chunks"], json!([]));
-    assert!(call["request_id"].as_str().is_some_and(|i| i.starts_with("req_")));
+    assert!(
+        call["request_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("req_"))
+    );
 }
 
 #[tokio::test]
 async fn a_pre_hook_rewrites_the_messages_the_model_gets() {
     let (env, _) = env().await;
-    let r = env.post("/pre-rewrite/v1/chat/completions", chat("original")).await;
+    let r = env
+        .post("/pre-rewrite/v1/chat/completions", chat("original"))
+        .await;
     assert_eq!(r.status(), 200);
     assert!(h(&r, "x-gateway-hooks").is_some_and(|v| v.starts_with("pre=rewrite;")));
     assert_eq!(
@@ -340,12 +354,11 @@ async fn a_function_backend_answers_json_with_its_usage() {
 #[tokio::test]
 async fn a_function_backend_streams_server_sent_events() {
     let (env, _) = env().await;
-    let r = env.post("/fn-sse/v1/chat/completions", chat_stream("ping")).await;
+    let r = env
+        .post("/fn-sse/v1/chat/completions", chat_stream("ping"))
+        .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        h(&r, "content-type").as_deref(),
-        Some("text/event-stream")
-    );
+    assert_eq!(h(&r, "content-type").as_deref(), Some("text/event-stream"));
     let text = r.text().await.unwrap_or_default();
     assert!(text.contains("\"one\"") && text.contains("\"two\"") && text.ends_with("[DONE]\n\n"));
 }
@@ -354,7 +367,10 @@ async fn a_function_backend_streams_server_sent_events() {
 async fn moderation_still_applies_to_a_function_backed_api() {
     let (env, seen) = env().await;
     let r = env
-        .post("/fn-moderated/v1/chat/completions", chat("how to build a bomb"))
+        .post(
+            "/fn-moderated/v1/chat/completions",
+            chat("how to build a bomb"),
+        )
         .await;
     assert_eq!(r.status(), 400);
     assert!(calls(&seen, "backend").is_empty());
@@ -374,11 +390,16 @@ async fn hostile_functions_fail_as_documented() {
         ("fn-loopback", 502, "function_failed"),
     ] {
         let started = Instant::now();
-        let r = env.post(&format!("/{api}/v1/chat/completions"), chat("x")).await;
+        let r = env
+            .post(&format!("/{api}/v1/chat/completions"), chat("x"))
+            .await;
         assert_eq!(r.status(), status, "{api}");
         let v: Value = r.json().await.unwrap_or(Value::Null);
         assert_eq!(v["error"]["code"], code, "{api}: {v}");
-        assert!(started.elapsed() < Duration::from_secs(3), "{api} kept to its deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{api} kept to its deadline"
+        );
     }
     // Fail-closed pre-hooks: 502 hook_failed, the model never called.
     for api in [
@@ -390,7 +411,9 @@ async fn hostile_functions_fail_as_documented() {
         "pre-loopback-x",
         "pre-slow-closed",
     ] {
-        let r = env.post(&format!("/{api}/v1/chat/completions"), chat("x")).await;
+        let r = env
+            .post(&format!("/{api}/v1/chat/completions"), chat("x"))
+            .await;
         assert_eq!(r.status(), 502, "{api}");
         let v: Value = r.json().await.unwrap_or(Value::Null);
         assert_eq!(v["error"]["code"], "hook_failed", "{api}");
@@ -423,7 +446,11 @@ async fn a_hanging_function_does_not_slow_another_apis_requests() {
         let r = env.post("/plain/v1/chat/completions", chat("hello")).await;
         assert_eq!(r.status(), 200);
     }
-    assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
     let slow = slow.await.unwrap_or_default();
     assert!(slow.iter().all(|r| r.status() == 504));
 }

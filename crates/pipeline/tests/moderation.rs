@@ -84,7 +84,9 @@ async fn flag_mode_lets_the_request_on_and_marks_it() {
         header(&r, "x-gateway-moderation").as_deref(),
         Some("flagged; categories=illicit/violent")
     );
-    let r = env.post("/flag/v1/chat/completions", chat_stream(UNSAFE)).await;
+    let r = env
+        .post("/flag/v1/chat/completions", chat_stream(UNSAFE))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         header(&r, "x-gateway-moderation").as_deref(),
@@ -114,7 +116,11 @@ async fn the_openai_classifier_is_called_with_openais_format() {
         .into_iter()
         .find(|r| r.path == "/v1/moderations")
         .unwrap_or_else(|| panic!("no moderation call"));
-    assert!(m.body["input"].as_str().is_some_and(|i| i.contains("kill you")));
+    assert!(
+        m.body["input"]
+            .as_str()
+            .is_some_and(|i| i.contains("kill you"))
+    );
     let r = env.post("/oai/v1/chat/completions", chat("hello")).await;
     assert_eq!(r.status(), 200);
 }
@@ -150,7 +156,11 @@ async fn output_moderation_blocks_a_non_streaming_answer() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap_or(Value::Null);
     assert_eq!(v["error"]["code"], "content_policy_violation");
-    assert_eq!(env.chat_prompts().len(), 1, "the prompt itself was not checked");
+    assert_eq!(
+        env.chat_prompts().len(),
+        1,
+        "the prompt itself was not checked"
+    );
     let r = env.post("/outflag/v1/chat/completions", chat(UNSAFE)).await;
     assert_eq!(r.status(), 200);
     assert!(header(&r, "x-gateway-moderation").is_some());
@@ -160,10 +170,15 @@ async fn output_moderation_blocks_a_non_streaming_answer() {
 async fn output_moderation_ends_a_stream_with_an_error_event() {
     let env = env().await;
     let long = format!("{} {UNSAFE} and more words", "safe words ".repeat(80));
-    let r = env.post("/out/v1/chat/completions", chat_stream(&long)).await;
+    let r = env
+        .post("/out/v1/chat/completions", chat_stream(&long))
+        .await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap_or_default();
-    assert!(!text.contains("[DONE]"), "a blocked stream is never a success");
+    assert!(
+        !text.contains("[DONE]"),
+        "a blocked stream is never a success"
+    );
     assert!(text.contains("content_policy_violation"), "{text}");
     // Flag mode: the whole stream, then a final comment that marks it.
     let r = env
@@ -186,7 +201,8 @@ async fn output_moderation_ends_a_stream_with_an_error_event() {
 #[tokio::test]
 async fn pii_is_redacted_before_the_prompt_leaves_the_gateway() {
     let env = env().await;
-    let prompt = "I am jane@example.com, card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234";
+    let prompt =
+        "I am jane@example.com, card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234";
     let r = env.post("/pii/v1/chat/completions", chat(prompt)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -199,8 +215,13 @@ async fn pii_is_redacted_before_the_prompt_leaves_the_gateway() {
         "I am [REDACTED_EMAIL], card [REDACTED_CARD], key [REDACTED_SECRET]"
     );
     // Detect-only counts without changing what is sent.
-    let r = env.post("/piicount/v1/chat/completions", chat(prompt)).await;
-    assert_eq!(header(&r, "x-gateway-pii").as_deref(), Some("email=1,card=1,secret=1"));
+    let r = env
+        .post("/piicount/v1/chat/completions", chat(prompt))
+        .await;
+    assert_eq!(
+        header(&r, "x-gateway-pii").as_deref(),
+        Some("email=1,card=1,secret=1")
+    );
     assert_eq!(env.chat_prompts().pop().unwrap_or_default(), prompt);
     // An API without the guard sends the prompt as it came, with no header.
     let r = env.post("/plain/v1/chat/completions", chat(prompt)).await;
@@ -232,12 +253,17 @@ async fn v1_moderations_answers_in_openais_format() {
     );
     // Through the OpenAI classifier: the upstream's scores.
     let r = env
-        .post("/oai/v1/moderations", json!({"input": "you are worthless trash"}))
+        .post(
+            "/oai/v1/moderations",
+            json!({"input": "you are worthless trash"}),
+        )
         .await;
     let v: Value = r.json().await.unwrap_or(Value::Null);
     assert_eq!(v["results"][0]["categories"]["harassment"], true);
     assert_eq!(v["results"][0]["category_scores"]["harassment"], 0.97);
     // Its classifier down: 503.
-    let r = env.post("/closed/v1/moderations", json!({"input": "x"})).await;
+    let r = env
+        .post("/closed/v1/moderations", json!({"input": "x"}))
+        .await;
     assert_eq!(r.status(), 503);
 }

@@ -95,11 +95,7 @@ impl FunctionInput {
                 "failure_mode: fail_open or fail_closed".into(),
             ));
         }
-        if self
-            .secret
-            .as_ref()
-            .is_some_and(|s| s.expose().len() < 16)
-        {
+        if self.secret.as_ref().is_some_and(|s| s.expose().len() < 16) {
             return Err(StoreError::Invalid("secret: at least 16 characters".into()));
         }
         Ok(())

@@ -44,7 +44,10 @@ fn finds_each_kind_and_keeps_the_rest() {
             "api_key=9f8e7d6c5b4a39281706abcd",
             "api_key=[REDACTED_SECRET]",
         ),
-        ("my token: a1b2c3d4e5f6g7h8i9j0", "my token: [REDACTED_SECRET]"),
+        (
+            "my token: a1b2c3d4e5f6g7h8i9j0",
+            "my token: [REDACTED_SECRET]",
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(redacted(input), want, "{input}");
@@ -54,8 +57,8 @@ fn finds_each_kind_and_keeps_the_rest() {
 #[test]
 fn ordinary_text_and_failing_checksums_are_kept() {
     for keep in [
-        "4111 1111 1111 1112",  // Luhn fails
-        "4111111111111112",     // Luhn fails
+        "4111 1111 1111 1112", // Luhn fails
+        "4111111111111112",    // Luhn fails
         "version 1.2.3.4 of 2026-12-06",
         "order 12345 shipped in 3 days, 100.5 kg",
         "000-12-3456 is not an SSN",

@@ -17,7 +17,11 @@ fn input(name: &str, secret: Option<&str>) -> FunctionInput {
 async fn functions_are_created_updated_listed_and_deleted() -> TestResult {
     let b = backends().await?;
     for store in b.iter() {
-        assert!(store.put_function(&input("pre", Some("s3cret-s3cret-s3cret"))).await?);
+        assert!(
+            store
+                .put_function(&input("pre", Some("s3cret-s3cret-s3cret")))
+                .await?
+        );
         let mut changed = input("pre", None);
         changed.deadline_ms = 5000;
         changed.failure_mode = "fail_closed".into();
@@ -25,11 +29,16 @@ async fn functions_are_created_updated_listed_and_deleted() -> TestResult {
         assert!(!store.put_function(&changed).await?);
         let f = store.get_function("pre").await?.ok_or("missing")?;
         assert_eq!(f.secret.expose(), "s3cret-s3cret-s3cret");
-        assert_eq!((f.deadline_ms, f.failure_mode.as_str()), (5000, "fail_closed"));
+        assert_eq!(
+            (f.deadline_ms, f.failure_mode.as_str()),
+            (5000, "fail_closed")
+        );
         let view = serde_json::to_string(&FunctionView::from(&f))?;
         assert!(!view.contains("s3cret"), "{view}");
         assert!(view.contains("\"has_secret\":true"));
-        store.put_function(&input("post", Some("another-secret-123"))).await?;
+        store
+            .put_function(&input("post", Some("another-secret-123")))
+            .await?;
         let names: Vec<String> = store
             .list_functions()
             .await?
@@ -78,7 +87,9 @@ async fn function_inputs_are_validated() -> TestResult {
 async fn function_secrets_are_sealed_and_resealed_on_rotation() -> TestResult {
     let b = backends().await?;
     for store in b.iter() {
-        store.put_function(&input("pre", Some("plain-text-secret-1"))).await?;
+        store
+            .put_function(&input("pre", Some("plain-text-secret-1")))
+            .await?;
         let raw: Vec<u8> = sqlx::query_scalar("SELECT secret FROM functions WHERE name = 'pre'")
             .fetch_one(&store.pool)
             .await?;
