@@ -321,7 +321,7 @@ pub fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// An IBAN at `s` (two capital letters, two check digits, 11–30 more letters or digits,
