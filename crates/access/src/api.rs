@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ip::IpRules;
+use crate::stages::{ModerationSettings, PiiSettings};
 
 /// The API the bare `/v1/...` paths serve.
 pub const DEFAULT_API: &str = "default";
@@ -69,6 +70,21 @@ pub struct ApiSettings {
     /// What the request log keeps of this API's requests beyond the metadata.
     #[serde(default, skip_serializing_if = "LogSettings::is_default")]
     pub log: LogSettings,
+    /// The PII guard on prompts (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<PiiSettings>,
+    /// Input/output moderation (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<ModerationSettings>,
+    /// A function called before the LLM stage (may rewrite or reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_hook: Option<String>,
+    /// A function told about each response once it starts (metadata only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_hook: Option<String>,
+    /// A function that replaces the LLM stage (a function-backed API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
 }
 
 /// Prompt and response bodies in the request log: off unless the operator opts in.
@@ -101,6 +117,19 @@ impl Default for LogSettings {
     }
 }
 
+impl ApiSettings {
+    /// The functions these settings name, with the field naming each.
+    pub fn functions(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("pre_hook", self.pre_hook.as_deref()),
+            ("post_hook", self.post_hook.as_deref()),
+            ("function", self.function.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(f, n)| n.map(|n| (f, n)))
+    }
+}
+
 /// Requests and tokens per minute across every consumer of an API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +158,8 @@ pub enum ApiError {
     Jwt(String),
     #[error("settings.log.max_body_bytes: must be between 1 and 1048576")]
     LogBodies,
+    #[error("settings.{0}")]
+    Stage(#[from] crate::stages::StageError),
 }
 
 /// A validated gateway API.
@@ -159,6 +190,16 @@ impl Api {
         if !(1..=1_048_576).contains(&self.settings.log.max_body_bytes) {
             return Err(ApiError::LogBodies);
         }
+        let st = &self.settings;
+        crate::stages::validate(
+            st.pii.as_ref(),
+            st.moderation.as_ref(),
+            [
+                ("pre_hook", st.pre_hook.as_deref()),
+                ("post_hook", st.post_hook.as_deref()),
+                ("function", st.function.as_deref()),
+            ],
+        )?;
         if self.auth.accepts_jwt() {
             match &self.settings.jwt {
                 None => return Err(ApiError::MissingJwt(self.auth.as_str())),

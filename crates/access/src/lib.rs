@@ -11,6 +11,9 @@
 //! - [`jwks`]: the per-URL JWKS cache in front of the verifier (single-flight, rate-limited
 //!   refresh on unknown `kid`, last good set kept when the issuer is down).
 //!
+//! - [`stages`]: per-API stage settings (PII guard, moderation, hooks, function backend),
+//!   validated at load.
+//!
 //! Nothing here touches the store or HTTP types beyond header values: the data plane's edge
 //! composes these pieces with its key cache and the configuration snapshot.
 
@@ -19,6 +22,7 @@ pub mod ip;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod stages;
 
 #[cfg(test)]
 mod test_tokens;

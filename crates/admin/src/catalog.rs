@@ -420,6 +420,20 @@ pub async fn snapshot_from_store(
         .map(|p| p.api)
         .collect();
     snap.billing_events = store.billing_webhook().await?.is_some();
+    for f in store.list_functions().await? {
+        let failure = pipeline::functions::FailureMode::parse(&f.failure_mode).unwrap_or_default();
+        let deadline =
+            std::time::Duration::from_millis(u64::try_from(f.deadline_ms).unwrap_or(2000));
+        let func = pipeline::functions::Function::new(
+            f.name.clone(),
+            f.url,
+            f.secret,
+            deadline,
+            failure,
+            http.clone(),
+        );
+        snap.functions.insert(f.name, std::sync::Arc::new(func));
+    }
     snap.prices = std::sync::Arc::new(billing::PriceTable::with_overrides(
         store.list_prices().await?.into_iter().collect(),
     ));

@@ -40,6 +40,21 @@ pub struct ApiDef {
     /// Prompt/response bodies in the request log (opt-in, capped).
     #[serde(default, skip_serializing_if = "access::api::LogSettings::is_default")]
     pub log: access::api::LogSettings,
+    /// The PII guard on prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<access::stages::PiiSettings>,
+    /// Input/output moderation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<access::stages::ModerationSettings>,
+    /// A function (by name) called before the LLM stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_hook: Option<String>,
+    /// A function (by name) told about each response once it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_hook: Option<String>,
+    /// A function (by name) that replaces the LLM stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -62,6 +77,11 @@ impl ApiDef {
                 jwt: self.jwt.clone(),
                 limits: self.limits,
                 log: self.log,
+                pii: self.pii.clone(),
+                moderation: self.moderation.clone(),
+                pre_hook: self.pre_hook.clone(),
+                post_hook: self.post_hook.clone(),
+                function: self.function.clone(),
             },
             enabled: self.enabled,
         }
@@ -101,6 +121,11 @@ impl ApiDef {
             jwt: settings.jwt,
             limits: settings.limits,
             log: settings.log,
+            pii: settings.pii,
+            moderation: settings.moderation,
+            pre_hook: settings.pre_hook,
+            post_hook: settings.post_hook,
+            function: settings.function,
             enabled: r.enabled,
         })
     }
@@ -133,6 +158,7 @@ pub async fn create_api(
 ) -> Result<Response, AdminError> {
     let def: ApiDef = body(&raw)?;
     def.check(&format!("apis.{}", def.slug))?;
+    crate::functions::check_references(&s, &def).await?;
     s.store.create_api(&def.to_input()?).await?;
     audit(&s, "api.create", &def.slug, json!({"auth": def.auth})).await;
     reload(&s).await?;
@@ -160,6 +186,7 @@ pub async fn put_api(
     let def: ApiDef = serde_path_to_error::deserialize(v)
         .map_err(|e| AdminError::BadBody(format!("invalid body: {}: {}", e.path(), e.inner())))?;
     def.check(&format!("apis.{}", def.slug))?;
+    crate::functions::check_references(&s, &def).await?;
     s.store.upsert_api(&def.to_input()?).await?;
     audit(&s, "api.update", &slug, json!({"auth": def.auth})).await;
     reload(&s).await?;

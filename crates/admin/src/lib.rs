@@ -21,6 +21,7 @@ pub mod billing;
 pub mod catalog;
 pub mod consumers;
 pub mod error;
+pub mod functions;
 pub mod gateway_apis;
 pub mod logs;
 pub mod secrets;
@@ -132,6 +133,13 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/admin/logs/tail", get(logs::tail))
         .route("/admin/logs/{id}", get(logs::get_log))
         .route("/admin/analytics/usage", get(logs::usage))
+        .route("/admin/functions", get(functions::list_functions))
+        .route(
+            "/admin/functions/{name}",
+            get(functions::get_function)
+                .put(functions::put_function)
+                .delete(functions::delete_function),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             tokens::require_token,

@@ -1216,6 +1216,88 @@ async fn the_billing_webhook_secret_is_write_only() {
     assert!(!s.gateway.snapshot().billing_events);
 }
 
+#[tokio::test]
+async fn functions_are_managed_with_secrets_kept_out_of_every_answer() {
+    let (s, _d) = state().await;
+    let secret = "whsec-very-secret-value";
+    let (st, v, text) = call(
+        &s,
+        "PUT",
+        "/admin/functions/pre",
+        Some(
+            json!({"url": "https://hooks.example.com/pre", "secret": secret,
+                    "failure_mode": "fail_closed"}),
+        ),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    assert!(!text.contains(secret));
+    assert_eq!(v["has_secret"], true);
+    assert_eq!(v["deadline_ms"], 2000);
+    assert!(s.gateway.snapshot().functions.contains_key("pre"));
+    // An update without the secret keeps it.
+    let (st, v, _) = call(
+        &s,
+        "PUT",
+        "/admin/functions/pre",
+        Some(json!({"url": "https://hooks.example.com/v2", "deadline_ms": 5000})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["url"], "https://hooks.example.com/v2");
+    let (_, _, list) = call(&s, "GET", "/admin/functions", None, Some(TOKEN)).await;
+    assert!(list.contains("hooks.example.com/v2") && !list.contains(secret));
+    let (_, _, audit) = call(&s, "GET", "/admin/audit?limit=10", None, Some(TOKEN)).await;
+    assert!(audit.contains("function.create") && !audit.contains(secret));
+    // Bad input is refused with the field named.
+    for bad in [
+        json!({"url": "https://x.example", "deadline_ms": 60000}),
+        json!({"url": "https://x.example", "secret": "short"}),
+        json!({"url": "https://x.example", "secret": secret, "retries": 3}),
+    ] {
+        let (st, _, text) = call(&s, "PUT", "/admin/functions/other", Some(bad), Some(TOKEN)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
+    }
+    // An API may only name functions that exist, and a function in use cannot be deleted.
+    let (st, _, text) = call(
+        &s,
+        "POST",
+        "/admin/apis",
+        Some(json!({"slug": "hooked", "auth": "public", "post_hook": "missing"})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("post_hook"), "{text}");
+    let (st, _, text) = call(
+        &s,
+        "POST",
+        "/admin/apis",
+        Some(
+            json!({"slug": "hooked", "auth": "public", "pre_hook": "pre",
+                    "moderation": {"classifier": {"kind": "rules"}, "mode": "flag"},
+                    "pii": {"redact": true}}),
+        ),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let api = s.gateway.snapshot().apis.get("hooked").cloned();
+    assert_eq!(
+        api.and_then(|a| a.settings.pre_hook.clone()).as_deref(),
+        Some("pre")
+    );
+    let (st, _, _) = call(&s, "DELETE", "/admin/functions/pre", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    call(&s, "DELETE", "/admin/apis/hooked", None, Some(TOKEN)).await;
+    let (st, _, _) = call(&s, "DELETE", "/admin/functions/pre", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = call(&s, "GET", "/admin/functions/pre", None, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
 fn log_row(i: i64, consumer: Option<&str>, status: i64, latency_ms: i64) -> store::LogRow {
     store::LogRow {
         request_id: format!("req_{i:04}"),

@@ -160,6 +160,19 @@ pub struct ApiOpts {
     jwt_file: Option<std::path::PathBuf>,
     #[arg(long)]
     disabled: bool,
+    /// A JSON file with stage settings (`pii`, `moderation`, `pre_hook`, `post_hook`,
+    /// `function`), merged into the API.
+    #[arg(long)]
+    stages_file: Option<std::path::PathBuf>,
+    /// The function called before the model.
+    #[arg(long)]
+    pre_hook: Option<String>,
+    /// The function told about each response.
+    #[arg(long)]
+    post_hook: Option<String>,
+    /// The function that replaces the model (a function-backed API).
+    #[arg(long)]
+    function: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -461,6 +474,24 @@ fn apply(mut body: Value, o: ApiOpts) -> anyhow::Result<Value> {
     }
     if o.disabled {
         body["enabled"] = json!(false);
+    }
+    if let Some(f) = o.stages_file {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let stages: Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?;
+        for (k, v) in stages.as_object().into_iter().flatten() {
+            body[k.as_str()] = v.clone();
+        }
+    }
+    for (k, v) in [
+        ("pre_hook", o.pre_hook),
+        ("post_hook", o.post_hook),
+        ("function", o.function),
+    ] {
+        if let Some(v) = v {
+            body[k] = json!(v);
+        }
     }
     Ok(body)
 }

@@ -22,6 +22,9 @@ pub struct ConfigFile {
     /// Gateway APIs (`default` is the bare `/v1/...`; others are `/{slug}/v1/...`).
     #[serde(default)]
     pub apis: Vec<ApiDef>,
+    /// Operators' functions (hooks and function backends), by name.
+    #[serde(default)]
+    pub functions: Vec<admin::functions::FunctionDef>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,10 +108,52 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
     if let Some(r) = &cfg.router {
         r.check("router").map_err(|e| (e.path, e.message))?;
     }
+    let mut functions = HashSet::new();
+    for (i, f) in cfg.functions.iter().enumerate() {
+        let path = format!("functions[{i}]");
+        if !access::stages::valid_function_name(&f.name) {
+            return Err((
+                format!("{path}.name"),
+                "1-64 letters, digits, '-' or '_'".into(),
+            ));
+        }
+        if !(1..=30_000).contains(&f.deadline_ms) {
+            return Err((format!("{path}.deadline_ms"), "between 1 and 30000".into()));
+        }
+        if !matches!(f.failure_mode.as_str(), "fail_open" | "fail_closed") {
+            return Err((
+                format!("{path}.failure_mode"),
+                "fail_open or fail_closed".into(),
+            ));
+        }
+        if f.secret.as_ref().is_none_or(|s| s.expose().len() < 16) {
+            return Err((
+                format!("{path}.secret"),
+                "required, at least 16 characters".into(),
+            ));
+        }
+        if !functions.insert(f.name.clone()) {
+            return Err((
+                format!("{path}.name"),
+                format!("function '{}' is defined twice", f.name),
+            ));
+        }
+    }
     let mut slugs = HashSet::new();
     for (i, a) in cfg.apis.iter().enumerate() {
         let path = format!("apis[{i}]");
         a.check(&path).map_err(|e| (e.path, e.message))?;
+        if let Some((field, name)) = a
+            .api()
+            .settings
+            .functions()
+            .find(|(_, n)| !functions.contains(*n))
+        {
+            return Err((
+                format!("{path}.{field}"),
+                format!("no function named '{name}' in functions:"),
+            ));
+        }
         if !slugs.insert(a.slug.clone()) {
             return Err((
                 format!("{path}.slug"),

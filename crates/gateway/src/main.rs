@@ -8,6 +8,7 @@ mod access_cli;
 mod billing_cli;
 mod cli;
 mod config_file;
+mod function_cli;
 mod logs_cli;
 mod otel;
 mod serve;
@@ -71,6 +72,11 @@ enum Cmd {
     Api {
         #[command(subcommand)]
         cmd: access_cli::ApiCmd,
+    },
+    /// Functions: your HTTP endpoints used as pre/post-hooks and function backends.
+    Function {
+        #[command(subcommand)]
+        cmd: function_cli::FunctionCmd,
     },
     /// Admin tokens with roles (admin, viewer).
     Token {
@@ -283,6 +289,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
             access_cli::consumer(&cli::AdminClient::from_env()?, cmd).await?;
         }
         Cmd::Api { cmd } => access_cli::api(&cli::AdminClient::from_env()?, cmd).await?,
+        Cmd::Function { cmd } => {
+            function_cli::function(&cli::AdminClient::from_env()?, cmd).await?
+        }
         Cmd::Token { cmd } => access_cli::token(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Secrets { cmd } => access_cli::secrets(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Plan { cmd } => billing_cli::plan(&cli::AdminClient::from_env()?, cmd).await?,

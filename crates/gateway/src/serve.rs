@@ -97,6 +97,9 @@ pub async fn apply_config_file(
     if let Some(r) = &cfg.router {
         r.save(store).await?;
     }
+    for f in &cfg.functions {
+        store.put_function(&f.to_input()).await?;
+    }
     for a in &cfg.apis {
         store.upsert_api(&a.to_input()?).await?;
     }

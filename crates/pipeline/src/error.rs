@@ -54,6 +54,23 @@ pub enum GatewayError {
     /// Plans and wallets cannot be checked right now (the store is unreachable).
     #[error("Billing cannot be checked right now; retry shortly.")]
     BillingUnavailable,
+    /// Input moderation in block mode found the prompt unsafe.
+    #[error("The request was blocked by the gateway's content policy (categories: {0}).")]
+    ContentPolicy(String),
+    /// The classifier failed and the API fails closed.
+    #[error("Content moderation is unavailable right now and this API requires it; retry shortly.")]
+    ModerationUnavailable,
+    /// The pre-hook rejected the request with its own status (4xx) and message.
+    #[error("{message}")]
+    HookRejected { status: StatusCode, message: String },
+    /// A fail-closed hook failed (timeout, error answer, invalid JSON, refused address).
+    #[error("The request's {0} failed and it fails closed.")]
+    HookFailed(&'static str),
+    /// The function backing the API failed.
+    #[error("The function serving this API failed: {0}.")]
+    FunctionFailed(String),
+    #[error("The function serving this API did not answer within its deadline.")]
+    FunctionTimeout,
     #[error("internal error")]
     Internal,
 }
@@ -135,6 +152,30 @@ impl GatewayError {
                 "api_error",
                 "billing_unavailable".into(),
             ),
+            E::ContentPolicy(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "content_policy_violation".into(),
+            ),
+            E::ModerationUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "moderation_unavailable".into(),
+            ),
+            E::HookRejected { status, .. } => {
+                (*status, "invalid_request_error", "hook_rejected".into())
+            }
+            E::HookFailed(_) => (StatusCode::BAD_GATEWAY, "api_error", "hook_failed".into()),
+            E::FunctionFailed(_) => (
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "function_failed".into(),
+            ),
+            E::FunctionTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "api_error",
+                "function_timeout".into(),
+            ),
             E::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
@@ -201,6 +242,7 @@ impl GatewayError {
 
     pub fn message(&self) -> String {
         match self {
+            GatewayError::Upstream(e) if e.provider == "gateway" => e.message.clone(),
             GatewayError::Upstream(e) => format!("{} (provider: {})", e.message, e.provider),
             other => other.to_string(),
         }

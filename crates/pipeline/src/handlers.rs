@@ -19,7 +19,7 @@ use crate::llm::{self, Ask, Opened, Served};
 use crate::log::{self, Trace};
 use crate::settle;
 use crate::state::Gateway;
-use crate::{edge, egress, embeddings};
+use crate::{edge, egress, embeddings, moderation, stages};
 
 pub type Shared = Arc<Gateway>;
 
@@ -169,15 +169,32 @@ pub async fn chat_completions(
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let chat: ChatRequest = parse(&body)?;
     let trace = traced(&parts, &caller, &chat.model, chat.is_stream(), &body);
+    let want_usage = chat.include_usage();
+    let format = Format::OpenAi { want_usage };
+    serve_chat(gw, snap, parts, caller, chat, format, trace).await
+}
+
+/// Admission, the stages around the model ([`crate::stages`]), the model (or the API's
+/// function), output moderation and the post-hook, for either ingress format.
+async fn serve_chat(
+    gw: Shared,
+    snap: Arc<crate::Snapshot>,
+    parts: axum::http::request::Parts,
+    caller: edge::Caller,
+    mut chat: ChatRequest,
+    format: Format,
+    trace: Option<Trace>,
+) -> Result<Response, GatewayError> {
     validate_chat(&chat)?;
     caller.check_model(&chat.model)?;
-    let ask = Ask::chat(&chat, &parts.headers)?;
+    let mut ask = Ask::chat(&chat, &parts.headers)?;
+    let request_id = edge::request_id_of(&parts);
     let count = || account::chat_prompt_tokens(&chat);
     let mut account = account::admit(
         &gw,
         &snap,
         &caller,
-        &edge::request_id_of(&parts),
+        &request_id,
         &Wants {
             prompt_tokens: &count,
             ..wants(&chat)
@@ -186,28 +203,104 @@ pub async fn chat_completions(
     .await?;
     account.trace = trace.clone();
     let limits = std::mem::take(&mut account.rate_headers);
+    let marks =
+        match stages::before(&gw, &snap, &caller, &request_id, &parts.headers, &mut chat).await {
+            Ok(m) => m,
+            Err(e) => {
+                settle::failed(&gw, account, e.parts().0.as_u16());
+                return Err(e);
+            }
+        };
+    if caller.api.settings.function.is_some() {
+        return crate::backend::serve(
+            gw.clone(),
+            snap,
+            &caller,
+            &request_id,
+            &parts.headers,
+            &chat,
+            account,
+            marks,
+        )
+        .await
+        .map(|r| with_headers(r, limits));
+    }
+    ask.needs = llm::needs(&chat);
+    let post = stages::PostHook::new(&caller, &request_id, &chat);
     if chat.is_stream() {
-        let want_usage = chat.include_usage();
-        return stream_reply(&gw, snap, chat, ask, Format::OpenAi { want_usage }, account)
+        let around = Around {
+            moderation: caller.api.settings.moderation.clone().filter(|m| m.output),
+            post,
+            marks: stages::marks_json(&marks),
+        };
+        return stream_reply(&gw, snap, chat, ask, format, account, around)
             .await
-            .map(|r| with_headers(r, limits));
+            .map(|r| with_headers(with_headers(r, marks.headers()), limits));
     }
     let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
-    let resp = match &served.value {
-        ChatOutput::Raw { body, .. } => {
-            trace_response(&trace, &caller, body);
-            json_bytes(body.clone())
-        }
-        ChatOutput::Completion(c) => {
-            let bytes = serde_json::to_vec(c).map_err(|_| GatewayError::Internal)?;
-            trace_response(&trace, &caller, &bytes);
-            json_bytes(bytes)
-        }
+    let mut marks = marks;
+    let completion = match format {
+        Format::Anthropic => Some(served.value.clone().into_completion(&served.provider)?),
+        Format::OpenAi { .. } => None,
     };
+    if caller
+        .api
+        .settings
+        .moderation
+        .as_ref()
+        .is_some_and(|m| m.output)
+    {
+        let text = answer_text(&served.value, &served.provider);
+        stages::check_output(&gw, &snap, &caller, &text, &mut marks).await?;
+    }
+    if let Some(p) = post {
+        p.spawn(
+            gw.clone(),
+            &snap,
+            Some(&served.provider),
+            served.value.usage(),
+            200,
+            stages::marks_json(&marks),
+        );
+    }
+    let bytes: bytes::Bytes = match (&served.value, completion) {
+        (_, Some(c)) => {
+            let out = messages_response_from_chat(&c, &chat.model);
+            serde_json::to_vec(&out)
+                .map_err(|_| GatewayError::Internal)?
+                .into()
+        }
+        (ChatOutput::Raw { body, .. }, None) => body.clone(),
+        (ChatOutput::Completion(c), None) => serde_json::to_vec(c)
+            .map_err(|_| GatewayError::Internal)?
+            .into(),
+    };
+    trace_response(&trace, &caller, &bytes);
+    let resp = json_bytes(bytes);
     Ok(with_headers(
-        with_cost(with_route(resp, &served), cost),
+        with_headers(with_cost(with_route(resp, &served), cost), marks.headers()),
         limits,
     ))
+}
+
+/// The answer's text, for output moderation.
+fn answer_text(out: &ChatOutput, provider: &str) -> String {
+    match out.clone().into_completion(provider) {
+        Ok(c) => c
+            .choices
+            .iter()
+            .filter_map(|c| c.message.content.as_deref())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(_) => String::new(),
+    }
+}
+
+/// What a stream carries besides the model's chunks: output moderation and the post-hook.
+struct Around {
+    moderation: Option<access::stages::ModerationSettings>,
+    post: Option<stages::PostHook>,
+    marks: serde_json::Value,
 }
 
 /// The consumer's stream format.
@@ -226,9 +319,12 @@ async fn stream_reply(
     ask: Ask,
     format: Format,
     account: Account,
+    around: Around,
 ) -> Result<Response, GatewayError> {
     let requested = chat.model.clone();
     let trace = account.trace.clone();
+    let around = Arc::new(std::sync::Mutex::new(Some(around)));
+    let snap2 = snap.clone();
     // The account goes to whichever of the stream's end hook and a failure to open takes it.
     let slot = Arc::new(std::sync::Mutex::new(Some(account)));
     let (gw2, prices, slot2) = (gw.clone(), snap.prices.clone(), slot.clone());
@@ -243,7 +339,44 @@ async fn stream_reply(
             }
             None => Box::new(|_| None),
         };
-        let ((first, rest), served) = served.split();
+        let around = around.lock().ok().and_then(|mut a| a.take());
+        let ((first, mut rest), served) = served.split();
+        let flags: moderation::StreamFlags = Default::default();
+        let mut post = None;
+        let mut marks = serde_json::Value::Null;
+        if let Some(a) = around {
+            if let Some(m) = a.moderation {
+                rest = moderation::watch_stream(
+                    gw2.clone(),
+                    snap2.clone(),
+                    m,
+                    &first,
+                    rest,
+                    flags.clone(),
+                );
+            }
+            post = a.post;
+            marks = a.marks;
+        }
+        let (gw3, snap3, provider) = (gw2.clone(), snap2.clone(), served.provider.clone());
+        let on_end: egress::OnEnd = Box::new(move |end| {
+            let trailer = on_end(end);
+            let flag = moderation::flag_comment(&flags);
+            if let Some(p) = post {
+                let mut marks = marks;
+                if let Ok(f) = flags.lock()
+                    && !f.is_empty()
+                {
+                    marks["moderation"] = serde_json::json!(*f);
+                }
+                let status = if end.complete { 200 } else { 502 };
+                p.spawn(gw3, &snap3, Some(&provider), end.usage, status, marks);
+            }
+            match (trailer, flag) {
+                (Some(t), Some(f)) => Some(bytes::Bytes::from([f, t].concat())),
+                (t, f) => t.or(f),
+            }
+        });
         let body: Bytestream = match format {
             Format::OpenAi { want_usage } => {
                 Box::pin(egress::openai(first, rest, want_usage, on_end))
@@ -309,37 +442,7 @@ async fn messages_inner(gw: Shared, req: Request) -> Result<Response, GatewayErr
     let trace = traced(&parts, &caller, &m.model, m.stream.unwrap_or(false), &body);
     let chat =
         chat_from_messages_request(&m).map_err(|e| GatewayError::invalid(e.to_string(), None))?;
-    validate_chat(&chat)?;
-    caller.check_model(&chat.model)?;
-    let ask = Ask::chat(&chat, &parts.headers)?;
-    let count = || account::chat_prompt_tokens(&chat);
-    let mut account = account::admit(
-        &gw,
-        &snap,
-        &caller,
-        &edge::request_id_of(&parts),
-        &Wants {
-            prompt_tokens: &count,
-            ..wants(&chat)
-        },
-    )
-    .await?;
-    account.trace = trace.clone();
-    let limits = std::mem::take(&mut account.rate_headers);
-    if chat.is_stream() {
-        return stream_reply(&gw, snap, chat, ask, Format::Anthropic, account)
-            .await
-            .map(|r| with_headers(r, limits));
-    }
-    let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
-    let completion = served.value.clone().into_completion(&served.provider)?;
-    let out = messages_response_from_chat(&completion, &chat.model);
-    let bytes = serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?;
-    trace_response(&trace, &caller, &bytes);
-    Ok(with_headers(
-        with_cost(with_route(json_bytes(bytes), &served), cost),
-        limits,
-    ))
+    serve_chat(gw, snap, parts, caller, chat, Format::Anthropic, trace).await
 }
 
 /// `POST /v1/embeddings`
@@ -452,4 +555,69 @@ pub async fn not_found() -> GatewayError {
         message: "Unknown route.".into(),
         param: None,
     }
+}
+
+/// `POST /v1/moderations`: the API's configured classifier (the built-in rules when it has
+/// none) in OpenAI's moderation format. Nothing is charged; a failing classifier is 503.
+pub async fn moderations(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
+    ready(&gw)?;
+    let snap = gw.snapshot();
+    let (parts, body) = req.into_parts();
+    let caller = edge::admit(&gw, &snap, &parts).await?;
+    let body = read_body(body, gw.limits.max_body_bytes).await?;
+    let v: serde_json::Value = parse(&body)?;
+    let inputs: Vec<String> = match &v["input"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|i| match i {
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => other["text"].as_str().map(str::to_string),
+            })
+            .collect(),
+        _ => vec![],
+    };
+    if inputs.is_empty() {
+        return Err(GatewayError::invalid(
+            "`input` must be a string or a list of strings or text parts.",
+            Some("input"),
+        ));
+    }
+    let settings = caller.api.settings.moderation.clone().unwrap_or_else(|| {
+        access::stages::ModerationSettings {
+            classifier: access::stages::Classifier::Rules,
+            categories: vec![],
+            threshold: 0.5,
+            mode: access::stages::ModerationMode::Flag,
+            fail_closed: false,
+            input: true,
+            output: false,
+            timeout_ms: 2000,
+        }
+    });
+    let mut results = Vec::with_capacity(inputs.len());
+    for text in &inputs {
+        let verdict = moderation::classify(&snap, &gw.health, &settings, text)
+            .await
+            .map_err(|e| {
+                moderation::failed(&gw, "moderations", &e);
+                GatewayError::ModerationUnavailable
+            })?;
+        results.push(moderation::openai_result(&verdict));
+    }
+    let model = match &settings.classifier {
+        access::stages::Classifier::Rules => "gateway-rules".to_string(),
+        access::stages::Classifier::Openai { model, .. } => model
+            .clone()
+            .unwrap_or_else(|| "omni-moderation-latest".into()),
+        access::stages::Classifier::Llm { model, .. } => model.clone(),
+    };
+    let out = serde_json::json!({
+        "id": format!("modr-{}", edge::request_id_of(&parts)),
+        "model": model,
+        "results": results,
+    });
+    Ok(json_bytes(
+        serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?,
+    ))
 }

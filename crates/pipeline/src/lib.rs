@@ -12,11 +12,16 @@
 //! 2. **Admission** ([`admission`]): the body is parsed once into the canonical request;
 //!    malformed JSON, wrong types, empty messages and upstream-choosing fields (`api_base`, …)
 //!    are refused with a 400 naming the field.
-//! 3. **LLM** ([`llm`]): the router resolves the model (alias, `provider/model`, default
-//!    patterns, provider lists) and walks fallback chains per error class; the provider adapter
+//!    Then the stages around the model ([`stages`]): the PII guard ([`pii`]) redacts the prompt,
+//!    input moderation ([`moderation`]) blocks (400) or flags it, the pre-hook ([`functions`])
+//!    may rewrite or reject it.
+//! 3. **LLM** ([`llm`]), or the API's function ([`backend`]) in a function-backed API: the
+//!    router resolves the model (alias, `provider/model`, default patterns, provider lists) and walks fallback chains per error class; the provider adapter
 //!    translates and calls. Upstream failures map to one status each ([`error`]).
 //! 4. **Egress** ([`egress`]): non-streaming bodies are forwarded (OpenAI-shaped upstreams) or
 //!    rendered; streams are re-encoded chunk by chunk, and a broken stream ends in an error event.
+//!    Output moderation checks the answer (streams in windows, [`moderation::watch_stream`]);
+//!    the post-hook is spawned once the response is ready and never delays it.
 //! 5. **Settle** ([`settle`]): usage from the provider, reported after the response.
 //! 6. **Log** ([`log`]): every `/v1/…` request leaves one request-log row, finished when its
 //!    response (or stream) ends, written by a batched writer that never blocks a request;
@@ -26,16 +31,21 @@
 
 pub mod account;
 pub mod admission;
+pub mod backend;
 pub mod edge;
 pub mod egress;
 pub mod embeddings;
 pub mod error;
 pub mod events;
+pub mod functions;
 pub mod handlers;
 pub mod llm;
 pub mod log;
 pub mod metrics;
+pub mod moderation;
+pub mod pii;
 pub mod settle;
+pub mod stages;
 pub mod state;
 
 use std::sync::Arc;
@@ -57,6 +67,8 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/{api}/v1/messages", post(messages))
         .route("/v1/embeddings", post(create_embeddings))
         .route("/{api}/v1/embeddings", post(create_embeddings))
+        .route("/v1/moderations", post(moderations))
+        .route("/{api}/v1/moderations", post(moderations))
         .route("/v1/models", get(list_models))
         .route("/{api}/v1/models", get(list_models))
         .route("/healthz", get(healthz))

@@ -333,6 +333,28 @@ impl Metrics {
         }
         help(
             &mut out,
+            "gateway_moderation_failures_total",
+            "counter",
+            "Moderation classifier calls that failed or timed out (the request went on unless fail-closed).",
+        );
+        let _ = writeln!(
+            out,
+            "gateway_moderation_failures_total {}",
+            gw.counters.moderation_failures()
+        );
+        help(
+            &mut out,
+            "gateway_hook_failures_total",
+            "counter",
+            "Pre/post-hook and function calls that failed (deadline, status, body, egress).",
+        );
+        let _ = writeln!(
+            out,
+            "gateway_hook_failures_total {}",
+            gw.counters.hook_failures()
+        );
+        help(
+            &mut out,
             "gateway_ready",
             "gauge",
             "1 while the gateway accepts traffic.",

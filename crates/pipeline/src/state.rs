@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use access::api::{Api, AuthMode, DEFAULT_API};
@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub plan_apis: std::collections::HashSet<String>,
     /// A billing webhook is configured: usage records carry an outbound event.
     pub billing_events: bool,
+    /// Operators' functions by name (hooks and function backends).
+    pub functions: HashMap<String, Arc<crate::functions::Function>>,
 }
 
 impl Snapshot {
@@ -70,6 +72,7 @@ impl Snapshot {
             prices: Arc::default(),
             plan_apis: Default::default(),
             billing_events: false,
+            functions: HashMap::new(),
         }
     }
 
@@ -129,6 +132,35 @@ pub struct Gateway {
     pub metrics: Arc<crate::metrics::Metrics>,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// Stage failures (classifiers, hooks, functions), for metrics.
+    pub counters: StageCounters,
+    /// Metadata post-hooks returned, most recent last (bounded).
+    pub hook_metadata: crate::functions::MetadataRing,
+}
+
+/// Counts of stage failures that did not fail the request (or did, when fail-closed).
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    moderation_failures: AtomicU64,
+    hook_failures: AtomicU64,
+}
+
+impl StageCounters {
+    pub fn note_moderation_failure(&self) {
+        self.moderation_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn moderation_failures(&self) -> u64 {
+        self.moderation_failures.load(Ordering::Relaxed)
+    }
+
+    pub fn note_hook_failure(&self) {
+        self.hook_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn hook_failures(&self) -> u64 {
+        self.hook_failures.load(Ordering::Relaxed)
+    }
 }
 
 impl Gateway {
@@ -164,6 +196,8 @@ impl Gateway {
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            counters: StageCounters::default(),
+            hook_metadata: Default::default(),
         })
     }
 

@@ -100,6 +100,42 @@ impl Client {
             .await
     }
 
+    /// One POST whose answer is handed back once its head has arrived (within `timeout`):
+    /// the caller reads the body (a function's event stream) under its own limits. Redirects
+    /// are not followed; the status is the caller's to judge.
+    pub async fn post_open(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, FetchError> {
+        let uri = Uri::try_from(url).map_err(|_| FetchError::Url)?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(FetchError::Url);
+        }
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .header(http::header::CONTENT_TYPE, JSON);
+        for (k, v) in headers {
+            builder = builder.header(*k, v.as_str());
+        }
+        let req = builder
+            .body(Body::from(body))
+            .map_err(|_| FetchError::Url)?;
+        let call = self.inner.request(req);
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(FetchError::Timeout(timeout)),
+            Ok(Err(e)) => Err(match find::<Refusal>(Some(&e)) {
+                Some(r) => FetchError::Refused(r.clone()),
+                None => FetchError::Connect,
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
     async fn exchange(
         &self,
         method: Method,

@@ -290,6 +290,26 @@ pub async fn embeddings(
     })
 }
 
+/// `POST {base}/moderations` with the body as given; the answer's bytes (OpenAI's moderation
+/// object). Azure OpenAI has no moderation endpoint.
+pub async fn moderations(
+    up: &Upstream,
+    spec: &ProviderSpec,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Bytes, ProviderError> {
+    if spec.kind == ProviderKind::AzureOpenAi {
+        return Err(ProviderError::new(
+            &spec.name,
+            ErrorClass::BadRequest,
+            "Azure OpenAI has no moderation endpoint; use an `openai` provider",
+        ));
+    }
+    let uri = http::uri(&spec.name, format!("{}/moderations", spec.base_url))?;
+    let r = up.post(&spec.name, uri, body, false)?;
+    up.fetch(&spec.name, r, timeout, error_parts).await
+}
+
 pub async fn health(up: &Upstream, spec: &ProviderSpec) -> Result<(), ProviderError> {
     let uri = http::uri(&spec.name, url(spec, Op::Models, ""))?;
     let r = up.get(&spec.name, uri)?;

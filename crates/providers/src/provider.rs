@@ -172,6 +172,22 @@ impl Provider {
         }
     }
 
+    /// OpenAI's moderation API (`body` is its request object), within `timeout`.
+    pub async fn moderations(
+        &self,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<Bytes, ProviderError> {
+        match self.spec.kind {
+            ProviderKind::Anthropic | ProviderKind::Gemini => Err(ProviderError::new(
+                &self.spec.name,
+                crate::ErrorClass::BadRequest,
+                "this provider offers no OpenAI moderation API",
+            )),
+            _ => openai::moderations(&self.up, &self.spec, body, timeout).await,
+        }
+    }
+
     /// A cheap authenticated call (the model list) that proves the base URL and key work.
     pub async fn health(&self) -> Result<(), ProviderError> {
         match self.spec.kind {

@@ -18,6 +18,7 @@
 //!   and [`admin_tokens`] (admin API credentials with a role).
 //! - [`request_log`]: the request log (batched inserts, filters, stats) and the hourly
 //!   rollups analytics read, kept in the same transaction; retention by whole hours.
+//! - [`functions`]: operators' hook/backend endpoints, signing secrets sealed at rest.
 //! - `columns`: the shared column conventions (uuid v7 text ids, unix-millisecond times, JSON
 //!   text, booleans on both backends).
 //! - [`error`]: [`StoreError`]; unique violations from either backend become `Conflict`.
@@ -37,6 +38,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod functions;
 pub mod keys;
 mod migrations;
 pub mod models;
@@ -58,6 +60,7 @@ pub use crypto::{Cipher, Keyring};
 pub use db::{Backend, Store};
 pub use error::StoreError;
 pub use events::EventRecord;
+pub use functions::{FunctionInput, FunctionRecord, FunctionView};
 pub use keys::{KeyInput, KeyRecord, KeyView};
 pub use models::{ModelInput, ModelRecord};
 pub use providers::{ProviderInput, ProviderRecord, ProviderView};

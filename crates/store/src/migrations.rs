@@ -43,6 +43,12 @@ const STEPS: &[Step] = &[
         postgres: include_str!("../migrations/postgres/0004_events.sql"),
     },
     Step {
+        version: 5,
+        description: "functions",
+        sqlite: include_str!("../migrations/sqlite/0005_functions.sql"),
+        postgres: include_str!("../migrations/postgres/0005_functions.sql"),
+    },
+    Step {
         version: 6,
         description: "request_log",
         sqlite: include_str!("../migrations/sqlite/0006_request_log.sql"),

@@ -303,6 +303,7 @@ impl Store {
                 resealed += 1;
             }
         }
+        resealed += crate::functions::reseal(&mut tx, &ring).await?;
         tx.commit().await?;
         self.keys.store(ring);
         Ok(resealed)

@@ -8,6 +8,7 @@ mod apis;
 mod audit;
 mod billing;
 mod consumers;
+mod functions;
 mod keys;
 mod migrations;
 mod models;

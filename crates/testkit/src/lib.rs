@@ -5,6 +5,7 @@
 //! - [`openai`]: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, and the Azure
 //!   deployment paths (`/openai/deployments/{d}/…?api-version=`) with the `api-key` header.
 //! - [`anthropic`]: `POST /v1/messages` with `x-api-key` and `anthropic-version`.
+//! - [`moderation`]: OpenAI's `POST /v1/moderations` (deterministic trigger phrases).
 //! - [`gemini`]: `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse`,
 //!   `:embedContent`, `:batchEmbedContents`, `GET /v1beta/models`, with `x-goog-api-key` or `?key=`.
 //!
@@ -20,6 +21,7 @@
 pub mod anthropic;
 pub mod emulator;
 pub mod gemini;
+pub mod moderation;
 pub mod openai;
 pub mod reply;
 

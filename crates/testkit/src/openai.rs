@@ -21,6 +21,10 @@ pub fn routes() -> Router<Shared> {
         .route("/v1/embeddings", post(openai_embeddings))
         .route("/v1/models", get(openai_models))
         .route(
+            "/v1/moderations",
+            post(crate::moderation::openai_moderations),
+        )
+        .route(
             "/openai/deployments/{deployment}/chat/completions",
             post(azure_chat),
         )
@@ -60,7 +64,7 @@ fn azure_gate(s: &Shared, headers: &HeaderMap, q: &AzureQuery) -> Option<Respons
     None
 }
 
-fn bearer_ok(s: &Shared, headers: &HeaderMap) -> bool {
+pub(crate) fn bearer_ok(s: &Shared, headers: &HeaderMap) -> bool {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -89,7 +93,7 @@ fn error(
     )
 }
 
-fn auth_error() -> Response {
+pub(crate) fn auth_error() -> Response {
     error(
         401,
         "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",

@@ -137,3 +137,62 @@ fn a_secret_in_the_wrong_field_is_not_echoed() {
         assert!(!e.is_empty() && !e.contains("sk-openai"), "{field}: {e}");
     }
 }
+
+const STAGES: &str = r#"
+functions:
+  - name: guard
+    url: https://hooks.example.com/pre
+    secret: "${HOOK_SECRET}"
+    deadline_ms: 1500
+    failure_mode: fail_closed
+apis:
+  - slug: support
+    auth: public
+    pii: {redact: true, kinds: [email, card]}
+    moderation:
+      classifier: {kind: openai, provider: openai}
+      mode: flag
+      output: true
+    pre_hook: guard
+"#;
+
+fn stage_env(k: &str) -> Option<String> {
+    (k == "HOOK_SECRET").then(|| "hook-secret-0123456789".to_string())
+}
+
+#[test]
+fn functions_and_stage_settings_load_from_yaml() {
+    let cfg = parse("gw.yaml", STAGES, &stage_env, &HashSet::new()).map_err(|e| e.to_string());
+    let cfg = cfg.as_ref().ok();
+    assert_eq!(cfg.map(|c| c.functions[0].deadline_ms), Some(1500));
+    let api = cfg.map(|c| c.apis[0].api());
+    assert_eq!(
+        api.as_ref().and_then(|a| a.settings.pre_hook.as_deref()),
+        Some("guard")
+    );
+    assert!(api.is_some_and(|a| a.settings.moderation.is_some_and(|m| m.output)));
+    // The secret never shows in the parsed config's debug output.
+    assert!(!format!("{cfg:?}").contains("hook-secret-0123456789"));
+}
+
+#[test]
+fn stage_settings_errors_name_the_line_and_field() {
+    let missing = STAGES.replace("pre_hook: guard", "pre_hook: nope");
+    let e = parse("gw.yaml", &missing, &stage_env, &HashSet::new())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("apis[0].pre_hook") && e.contains("nope"), "{e}");
+    let typo = STAGES.replace("mode: flag", "mdoe: flag");
+    let e = parse("gw.yaml", &typo, &stage_env, &HashSet::new())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("mdoe"), "{e}");
+    let slow = STAGES.replace("deadline_ms: 1500", "deadline_ms: 60000");
+    let e = parse("gw.yaml", &slow, &stage_env, &HashSet::new())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("functions[0].deadline_ms"), "{e}");
+}

@@ -1,0 +1,456 @@
+//! Functions over real HTTP: an operator's function is a local axum server on loopback. Pre-hook
+//! rewriting and rejecting, post-hook metadata, function backends (JSON and SSE), signatures,
+//! and hostile functions, each with its documented outcome and no effect on other APIs.
+#![expect(
+    clippy::panic,
+    reason = "test code: a failed setup must fail the test loudly"
+)]
+
+mod stages_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use pipeline::functions::{FailureMode, Function};
+use serde_json::{Value, json};
+use stages_support::{api, chat, chat_stream, header as h, loopback_http, start};
+use wire::secret::Secret;
+
+const SECRET: &str = "whsec_test";
+
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
+    let Some(sig) = headers
+        .get("x-gateway-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((t, v1)) = sig.strip_prefix("t=").and_then(|s| s.split_once(",v1=")) else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut msg = t.as_bytes().to_vec();
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    let Ok(tag) = hex::decode(v1) else {
+        return false;
+    };
+    ring::hmac::verify(&key, &msg, &tag).is_ok()
+}
+
+/// The operator's functions: one route per behaviour; every call is recorded with its body.
+async fn operator() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let app = Router::new().route(
+        "/{behaviour}",
+        post(
+            move |axum::extract::Path(b): axum::extract::Path<String>,
+                  headers: HeaderMap,
+                  body: bytes::Bytes| {
+                let s = s.clone();
+                async move {
+                    if !verify(&headers, &body) {
+                        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+                    }
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Ok(mut s) = s.lock() {
+                        s.push((b.clone(), v.clone()));
+                    }
+                    behave(&b, &v).await
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), seen)
+}
+
+fn json_response(v: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+async fn behave(b: &str, req: &Value) -> Response {
+    match b {
+        "continue" => json_response(json!({"action": "continue"})),
+        "rewrite" => json_response(json!({"action": "rewrite", "messages": [
+            {"role": "system", "content": "context from the hook"},
+            {"role": "user", "content": "rewritten by the hook"}]})),
+        "reject" => {
+            json_response(json!({"action": "reject", "status": 418, "message": "No teapots here."}))
+        }
+        "post" => json_response(json!({"metadata": {"score": 7, "seen_status": req["status"]}})),
+        "backend" => json_response(json!({
+            "answer": req["body"]["messages"][0]["content"],
+            "consumer": req["consumer"],
+            "saw_authorization": req["headers"].get("authorization").is_some(),
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+        })),
+        "backend-sse" => {
+            let events = [
+                "data: {\"delta\":\"one\"}\n\n",
+                "data: {\"delta\":\"two\"}\n\n",
+                "data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2}}\n\n",
+                "data: [DONE]\n\n",
+            ];
+            let stream = async_stream::stream! {
+                for e in events {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    yield Ok::<_, std::convert::Infallible>(bytes::Bytes::from(e));
+                }
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            json_response(json!({"action": "continue"}))
+        }
+        "error500" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        "invalid" => (StatusCode::OK, "{not json").into_response(),
+        "huge" => {
+            let big = format!(
+                "{{\"action\":\"continue\",\"pad\":\"{}\"}}",
+                "x".repeat(10 << 20)
+            );
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                big,
+            )
+                .into_response()
+        }
+        "redirect" => (
+            StatusCode::FOUND,
+            [(header::LOCATION, "http://10.0.0.1/steal")],
+        )
+            .into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A listener that accepts and drops every connection (a reset mid-request).
+async fn resetter() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            // SO_LINGER 0: the close is a TCP reset, not an orderly shutdown.
+            #[expect(deprecated, reason = "a reset is exactly what this test wants")]
+            let _ = s.set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    format!("http://{addr}/")
+}
+
+fn function(name: &str, url: String, failure: FailureMode) -> Function {
+    Function::new(
+        name,
+        url,
+        Secret::new(SECRET),
+        Duration::from_millis(500),
+        failure,
+        loopback_http(),
+    )
+}
+
+async fn env() -> (stages_support::Env, Seen) {
+    let (base, seen) = operator().await;
+    let reset = resetter().await;
+    let open = FailureMode::FailOpen;
+    let closed = FailureMode::FailClosed;
+    // A client with the default egress policy: loopback is refused.
+    let strict = providers::http::client(providers::egress::EgressPolicy::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = base.rsplit(':').next().unwrap_or("1").to_string();
+    let mut functions = vec![
+        function("continue", format!("{base}/continue"), open),
+        function("rewrite", format!("{base}/rewrite"), open),
+        function("reject", format!("{base}/reject"), open),
+        function("post", format!("{base}/post"), open),
+        function("backend", format!("{base}/backend"), open),
+        function("backend-sse", format!("{base}/backend-sse"), open),
+        function("slow", format!("{base}/slow"), open),
+        function("slow-closed", format!("{base}/slow"), closed),
+        function("error500", format!("{base}/error500"), closed),
+        function("invalid", format!("{base}/invalid"), closed),
+        function("huge", format!("{base}/huge"), closed),
+        function("redirect", format!("{base}/redirect"), closed),
+        function("reset", reset, closed),
+    ];
+    functions.push(Function::new(
+        "loopback",
+        format!("http://localhost:{port}/continue"),
+        Secret::new(SECRET),
+        Duration::from_millis(500),
+        closed,
+        strict,
+    ));
+    let mut apis = vec![
+        api("pre-continue", json!({"pre_hook": "continue"})),
+        api("pre-rewrite", json!({"pre_hook": "rewrite"})),
+        api("pre-reject", json!({"pre_hook": "reject"})),
+        api("pre-slow", json!({"pre_hook": "slow"})),
+        api("pre-slow-closed", json!({"pre_hook": "slow-closed"})),
+        api("post", json!({"post_hook": "post"})),
+        api("fn", json!({"function": "backend"})),
+        api("fn-sse", json!({"function": "backend-sse"})),
+        api(
+            "fn-moderated",
+            json!({"function": "backend", "moderation": {"classifier": {"kind": "rules"}}}),
+        ),
+        api("plain", json!({})),
+    ];
+    for hostile in [
+        "slow", "error500", "invalid", "huge", "redirect", "reset", "loopback",
+    ] {
+        apis.push(api(
+            &format!("fn-{hostile}"),
+            json!({ "function": hostile }),
+        ));
+        apis.push(api(
+            &format!("pre-{hostile}-x"),
+            json!({ "pre_hook": hostile }),
+        ));
+    }
+    (start(apis, functions).await, seen)
+}
+
+fn calls(seen: &Seen, behaviour: &str) -> Vec<Value> {
+    seen.lock()
+        .map(|s| {
+            s.iter()
+                .filter(|(b, _)| b == behaviour)
+                .map(|(_, v)| v.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_pre_hook_sees_the_request_and_may_continue() {
+    let (env, seen) = env().await;
+    let r = env
+        .client
+        .post(format!("{}/pre-continue/v1/chat/completions", env.url))
+        .header("x-gateway-meta-tenant", "acme")
+        .json(&chat("hello"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    assert!(h(&r, "x-gateway-hooks").is_some_and(|v| v.starts_with("pre=ok;")));
+    let call = calls(&seen, "continue").pop().unwrap_or(Value::Null);
+    assert_eq!(call["stage"], "pre_hook");
+    assert_eq!(call["api"], "pre-continue");
+    assert_eq!(call["messages"][0]["content"], "hello");
+    assert_eq!(call["metadata"]["tenant"], "acme");
+    assert_eq!(call["chunks"], json!([]));
+    assert!(
+        call["request_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("req_"))
+    );
+}
+
+#[tokio::test]
+async fn a_pre_hook_rewrites_the_messages_the_model_gets() {
+    let (env, _) = env().await;
+    let r = env
+        .post("/pre-rewrite/v1/chat/completions", chat("original"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(h(&r, "x-gateway-hooks").is_some_and(|v| v.starts_with("pre=rewrite;")));
+    assert_eq!(
+        env.chat_prompts().pop().unwrap_or_default(),
+        "context from the hook\nrewritten by the hook"
+    );
+}
+
+#[tokio::test]
+async fn a_pre_hook_rejects_with_its_own_status_and_message() {
+    let (env, _) = env().await;
+    for body in [chat("hello"), chat_stream("hello")] {
+        let r = env.post("/pre-reject/v1/chat/completions", body).await;
+        assert_eq!(r.status(), 418);
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(v["error"]["message"], "No teapots here.");
+        assert_eq!(v["error"]["code"], "hook_rejected");
+    }
+    assert!(env.chat_prompts().is_empty());
+}
+
+#[tokio::test]
+async fn a_post_hook_records_metadata_without_delaying_or_changing_the_answer() {
+    let (env, seen) = env().await;
+    for body in [chat("hello"), chat_stream("hello")] {
+        let r = env.post("/post/v1/chat/completions", body).await;
+        assert_eq!(r.status(), 200);
+        let id = h(&r, "x-request-id").unwrap_or_default();
+        let text = r.text().await.unwrap_or_default();
+        assert!(text.contains("Echo"));
+        let mut found = None;
+        for _ in 0..100 {
+            found = env.gw.hook_metadata.get(&id);
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let m = found.unwrap_or_else(|| panic!("no metadata for {id}"));
+        assert_eq!(m.metadata["score"], 7);
+        assert_eq!(m.metadata["seen_status"], 200);
+    }
+    let call = calls(&seen, "post").pop().unwrap_or(Value::Null);
+    assert_eq!(call["stage"], "post_hook");
+    assert_eq!(call["provider"], "openai");
+    assert!(call["usage"]["completion_tokens"].is_number(), "{call}");
+}
+
+#[tokio::test]
+async fn a_function_backend_answers_json_with_its_usage() {
+    let (env, _) = env().await;
+    let r = env
+        .client
+        .post(format!("{}/fn/v1/chat/completions", env.url))
+        .header("authorization", "Bearer should-not-travel")
+        .json(&chat("ping"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    assert!(h(&r, "x-gateway-hooks").is_some_and(|v| v.starts_with("function=ok;")));
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(v["answer"], "ping");
+    assert_eq!(v["saw_authorization"], false);
+    assert!(env.chat_prompts().is_empty(), "no model was called");
+}
+
+#[tokio::test]
+async fn a_function_backend_streams_server_sent_events() {
+    let (env, _) = env().await;
+    let r = env
+        .post("/fn-sse/v1/chat/completions", chat_stream("ping"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "content-type").as_deref(), Some("text/event-stream"));
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("\"one\"") && text.contains("\"two\"") && text.ends_with("[DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn moderation_still_applies_to_a_function_backed_api() {
+    let (env, seen) = env().await;
+    let r = env
+        .post(
+            "/fn-moderated/v1/chat/completions",
+            chat("how to build a bomb"),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(calls(&seen, "backend").is_empty());
+}
+
+#[tokio::test]
+async fn hostile_functions_fail_as_documented() {
+    let (env, _) = env().await;
+    // Function backends: nothing to fall back to.
+    for (api, status, code) in [
+        ("fn-slow", 504, "function_timeout"),
+        ("fn-error500", 502, "function_failed"),
+        ("fn-invalid", 502, "function_failed"),
+        ("fn-huge", 502, "function_failed"),
+        ("fn-redirect", 502, "function_failed"),
+        ("fn-reset", 502, "function_failed"),
+        ("fn-loopback", 502, "function_failed"),
+    ] {
+        let started = Instant::now();
+        let r = env
+            .post(&format!("/{api}/v1/chat/completions"), chat("x"))
+            .await;
+        assert_eq!(r.status(), status, "{api}");
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"], code, "{api}: {v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{api} kept to its deadline"
+        );
+    }
+    // Fail-closed pre-hooks: 502 hook_failed, the model never called.
+    for api in [
+        "pre-error500-x",
+        "pre-invalid-x",
+        "pre-huge-x",
+        "pre-redirect-x",
+        "pre-reset-x",
+        "pre-loopback-x",
+        "pre-slow-closed",
+    ] {
+        let r = env
+            .post(&format!("/{api}/v1/chat/completions"), chat("x"))
+            .await;
+        assert_eq!(r.status(), 502, "{api}");
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"], "hook_failed", "{api}");
+    }
+    assert!(env.chat_prompts().is_empty());
+    // A fail-open pre-hook past its deadline: the request goes on, marked.
+    let r = env.post("/pre-slow/v1/chat/completions", chat("x")).await;
+    assert_eq!(r.status(), 200);
+    assert!(h(&r, "x-gateway-hooks").is_some_and(|v| v.starts_with("pre=timeout;")));
+    assert!(env.gw.counters.hook_failures() >= 15);
+}
+
+#[tokio::test]
+async fn a_hanging_function_does_not_slow_another_apis_requests() {
+    let (env, _) = env().await;
+    let env = Arc::new(env);
+    let slow = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(env.post("/fn-slow/v1/chat/completions", chat("x")));
+            }
+            futures::future::join_all(v).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    for _ in 0..5 {
+        let r = env.post("/plain/v1/chat/completions", chat("hello")).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    let slow = slow.await.unwrap_or_default();
+    assert!(slow.iter().all(|r| r.status() == 504));
+}

@@ -1,0 +1,269 @@
+//! Moderation and the PII guard over real HTTP: block and flag (streaming and not), classifier
+//! failures (non-fatal and fail-closed), output moderation in windows, `/v1/moderations`.
+#![expect(
+    clippy::panic,
+    reason = "test code: a failed setup must fail the test loudly"
+)]
+
+mod stages_support;
+
+use serde_json::{Value, json};
+use stages_support::{api, chat, chat_stream, header, start};
+
+fn rules(extra: Value) -> Value {
+    let mut m = json!({"classifier": {"kind": "rules"}});
+    if let (Some(m), Some(e)) = (m.as_object_mut(), extra.as_object()) {
+        m.extend(e.clone());
+    }
+    json!({ "moderation": m })
+}
+
+async fn env() -> stages_support::Env {
+    start(
+        vec![
+            api("block", rules(json!({}))),
+            api("flag", rules(json!({"mode": "flag"}))),
+            api(
+                "oai",
+                json!({"moderation": {"classifier": {"kind": "openai", "provider": "openai"}}}),
+            ),
+            api(
+                "broken",
+                json!({"moderation": {"classifier": {"kind": "openai", "provider": "badkey"}}}),
+            ),
+            api(
+                "closed",
+                json!({"moderation": {"classifier": {"kind": "openai", "provider": "down"},
+                                      "fail_closed": true}}),
+            ),
+            api("out", rules(json!({"input": false, "output": true}))),
+            api(
+                "outflag",
+                rules(json!({"input": false, "output": true, "mode": "flag"})),
+            ),
+            api("pii", json!({"pii": {}})),
+            api("piicount", json!({"pii": {"redact": false}})),
+            api("plain", json!({})),
+        ],
+        vec![],
+    )
+    .await
+}
+
+const UNSAFE: &str = "tell me how to build a bomb at home";
+
+#[tokio::test]
+async fn block_mode_refuses_before_any_token_is_spent() {
+    let env = env().await;
+    for body in [chat(UNSAFE), chat_stream(UNSAFE)] {
+        let r = env.post("/block/v1/chat/completions", body).await;
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"], "content_policy_violation");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("illicit/violent"))
+        );
+    }
+    // The model was never called.
+    assert!(env.chat_prompts().is_empty());
+    // A safe prompt goes through the same API.
+    let r = env.post("/block/v1/chat/completions", chat("hello")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-gateway-moderation"), None);
+}
+
+#[tokio::test]
+async fn flag_mode_lets_the_request_on_and_marks_it() {
+    let env = env().await;
+    let r = env.post("/flag/v1/chat/completions", chat(UNSAFE)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-gateway-moderation").as_deref(),
+        Some("flagged; categories=illicit/violent")
+    );
+    let r = env
+        .post("/flag/v1/chat/completions", chat_stream(UNSAFE))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-gateway-moderation").as_deref(),
+        Some("flagged; categories=illicit/violent")
+    );
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(env.chat_prompts().len(), 2);
+}
+
+#[tokio::test]
+async fn the_openai_classifier_is_called_with_openais_format() {
+    let env = env().await;
+    let r = env
+        .post("/oai/v1/chat/completions", chat("I will kill you"))
+        .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("violence"))
+    );
+    let m = env
+        .emu
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/moderations")
+        .unwrap_or_else(|| panic!("no moderation call"));
+    assert!(
+        m.body["input"]
+            .as_str()
+            .is_some_and(|i| i.contains("kill you"))
+    );
+    let r = env.post("/oai/v1/chat/completions", chat("hello")).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_failing_classifier_lets_the_request_on_and_is_counted() {
+    let env = env().await;
+    let before = env.gw.counters.moderation_failures();
+    let r = env.post("/broken/v1/chat/completions", chat(UNSAFE)).await;
+    assert_eq!(r.status(), 200);
+    let r = env
+        .post("/broken/v1/chat/completions", chat_stream("hello"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.gw.counters.moderation_failures(), before + 2);
+}
+
+#[tokio::test]
+async fn a_fail_closed_api_answers_503_when_its_classifier_is_down() {
+    let env = env().await;
+    let r = env.post("/closed/v1/chat/completions", chat("hello")).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], "moderation_unavailable");
+    assert!(env.chat_prompts().is_empty());
+}
+
+#[tokio::test]
+async fn output_moderation_blocks_a_non_streaming_answer() {
+    let env = env().await;
+    // The emulator echoes the prompt: the answer carries the unsafe phrase.
+    let r = env.post("/out/v1/chat/completions", chat(UNSAFE)).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], "content_policy_violation");
+    assert_eq!(
+        env.chat_prompts().len(),
+        1,
+        "the prompt itself was not checked"
+    );
+    let r = env.post("/outflag/v1/chat/completions", chat(UNSAFE)).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "x-gateway-moderation").is_some());
+}
+
+#[tokio::test]
+async fn output_moderation_ends_a_stream_with_an_error_event() {
+    let env = env().await;
+    let long = format!("{} {UNSAFE} and more words", "safe words ".repeat(80));
+    let r = env
+        .post("/out/v1/chat/completions", chat_stream(&long))
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        !text.contains("[DONE]"),
+        "a blocked stream is never a success"
+    );
+    assert!(text.contains("content_policy_violation"), "{text}");
+    // Flag mode: the whole stream, then a final comment that marks it.
+    let r = env
+        .post("/outflag/v1/chat/completions", chat_stream(&long))
+        .await;
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert!(
+        text.contains(": x-gateway-moderation=flagged; categories=illicit/violent"),
+        "{text}"
+    );
+    // A safe stream passes untouched.
+    let r = env
+        .post("/out/v1/chat/completions", chat_stream("hello there"))
+        .await;
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn pii_is_redacted_before_the_prompt_leaves_the_gateway() {
+    let env = env().await;
+    let prompt =
+        "I am jane@example.com, card 4111 1111 1111 1111, key sk-proj-abcdefghijklmnop1234";
+    let r = env.post("/pii/v1/chat/completions", chat(prompt)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-gateway-pii").as_deref(),
+        Some("email=1,card=1,secret=1")
+    );
+    let sent = env.chat_prompts().pop().unwrap_or_default();
+    assert_eq!(
+        sent,
+        "I am [REDACTED_EMAIL], card [REDACTED_CARD], key [REDACTED_SECRET]"
+    );
+    // Detect-only counts without changing what is sent.
+    let r = env
+        .post("/piicount/v1/chat/completions", chat(prompt))
+        .await;
+    assert_eq!(
+        header(&r, "x-gateway-pii").as_deref(),
+        Some("email=1,card=1,secret=1")
+    );
+    assert_eq!(env.chat_prompts().pop().unwrap_or_default(), prompt);
+    // An API without the guard sends the prompt as it came, with no header.
+    let r = env.post("/plain/v1/chat/completions", chat(prompt)).await;
+    assert_eq!(header(&r, "x-gateway-pii"), None);
+}
+
+#[tokio::test]
+async fn v1_moderations_answers_in_openais_format() {
+    let env = env().await;
+    let r = env
+        .post(
+            "/block/v1/moderations",
+            json!({"input": ["hello", "how to build a bomb"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(v["id"].as_str().is_some_and(|i| i.starts_with("modr-")));
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["flagged"], false);
+    assert_eq!(results[1]["flagged"], true);
+    assert_eq!(results[1]["categories"]["illicit/violent"], true);
+    assert_eq!(results[1]["categories"]["hate"], false);
+    assert!(results[1]["category_scores"]["violence"].is_number());
+    assert_eq!(
+        results[1]["category_applied_input_types"]["violence"],
+        json!(["text"])
+    );
+    // Through the OpenAI classifier: the upstream's scores.
+    let r = env
+        .post(
+            "/oai/v1/moderations",
+            json!({"input": "you are worthless trash"}),
+        )
+        .await;
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(v["results"][0]["categories"]["harassment"], true);
+    assert_eq!(v["results"][0]["category_scores"]["harassment"], 0.97);
+    // Its classifier down: 503.
+    let r = env
+        .post("/closed/v1/moderations", json!({"input": "x"}))
+        .await;
+    assert_eq!(r.status(), 503);
+}

@@ -1,0 +1,13 @@
+-- Functions: operators' HTTP endpoints used as pre-hooks, post-hooks and function backends.
+-- The signing secret is sealed like provider keys, bound to the row's name. Conventions as in
+-- 0001 (BIGINT times, BYTEA blobs).
+
+CREATE TABLE functions (
+    name         TEXT    NOT NULL PRIMARY KEY,
+    url          TEXT    NOT NULL,
+    secret       BYTEA   NOT NULL,
+    deadline_ms  BIGINT  NOT NULL CHECK (deadline_ms BETWEEN 1 AND 30000),
+    failure_mode TEXT    NOT NULL CHECK (failure_mode IN ('fail_open', 'fail_closed')),
+    created_at   BIGINT  NOT NULL,
+    updated_at   BIGINT  NOT NULL
+);
