@@ -119,6 +119,7 @@ pub async fn serve(
         return Err(GatewayError::FunctionFailed("it is not configured".into()));
     };
     let started = Instant::now();
+    let post = crate::stages::PostHook::new(caller, request_id, chat);
     let body = json!({
         "stage": STAGE,
         "request_id": request_id,
@@ -189,7 +190,18 @@ pub async fn serve(
         marks
             .outcomes
             .push(StageOutcome::new(STAGE, &name, "ok", started));
-        let cost = settle.done(200, usage_of(&v));
+        let usage = usage_of(&v);
+        let cost = settle.done(200, usage);
+        if let Some(p) = post {
+            p.spawn(
+                gw.clone(),
+                &snap,
+                Some("function"),
+                usage,
+                200,
+                marks_json(&marks),
+            );
+        }
         let mut r = (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -206,6 +218,7 @@ pub async fn serve(
         .outcomes
         .push(StageOutcome::new(STAGE, &name, "ok", started));
     let usage2: Arc<Mutex<Option<Usage>>> = Arc::default();
+    let (gw2, snap2, context) = (gw.clone(), snap.clone(), marks_json(&marks));
     let stream = async_stream::stream! {
         let mut total = 0usize;
         let mut line = Vec::new();
@@ -248,6 +261,9 @@ pub async fn serve(
         }
         let u = usage2.lock().ok().and_then(|u| *u);
         settle.done(200, u);
+        if let Some(p) = post {
+            p.spawn(gw2, &snap2, Some("function"), u, 200, context);
+        }
     };
     let mut r = (
         StatusCode::OK,

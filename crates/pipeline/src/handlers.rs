@@ -230,8 +230,13 @@ async fn serve_chat(
     if chat.is_stream() {
         let around = Around {
             moderation: caller.api.settings.moderation.clone().filter(|m| m.output),
+            // Built only when a post-hook will read it: a disabled stage costs nothing.
+            marks: if post.is_some() {
+                stages::marks_json(&marks)
+            } else {
+                serde_json::Value::Null
+            },
             post,
-            marks: stages::marks_json(&marks),
         };
         return stream_reply(&gw, snap, chat, ask, format, account, around)
             .await

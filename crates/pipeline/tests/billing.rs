@@ -44,6 +44,14 @@ async fn start(plan: Option<Value>) -> Env {
 }
 
 async fn start_api(plan: Option<Value>, api: Api) -> Env {
+    start_full(plan, api, vec![]).await
+}
+
+async fn start_full(
+    plan: Option<Value>,
+    api: Api,
+    functions: Vec<pipeline::functions::Function>,
+) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let emu = ok(Emulator::start().await);
     let dir = ok(tempfile::tempdir());
@@ -74,6 +82,10 @@ async fn start_api(plan: Option<Value>, api: Api) -> Env {
         &http,
     );
     snap.publish(api);
+    for f in functions {
+        snap.functions
+            .insert(f.name.clone(), std::sync::Arc::new(f));
+    }
     if plan.is_some() {
         snap.plan_apis.insert("paid".into());
     }
@@ -721,4 +733,50 @@ async fn billing_events_are_signed_retried_and_delivered_once() {
         assert!(v["data"]["charge_micros"].as_i64().unwrap_or(0) > 0);
         assert!(!body.contains(secret.expose()));
     }
+}
+
+/// A function-backed API's function reports usage; it is recorded and charged like a model's.
+#[tokio::test]
+async fn a_function_backends_reported_usage_is_billed() {
+    let app = axum::Router::new().route(
+        "/fn",
+        axum::routing::post(|| async {
+            axum::Json(
+                json!({"answer": "hi", "usage": {"prompt_tokens": 700, "completion_tokens": 300}}),
+            )
+        }),
+    );
+    let listener = ok(tokio::net::TcpListener::bind("127.0.0.1:0").await);
+    let addr = ok(listener.local_addr());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let http = ok(providers::http::client(ok(
+        providers::egress::EgressPolicy::parse_allow("127.0.0.0/8"),
+    )));
+    let f = pipeline::functions::Function::new(
+        "backend",
+        format!("http://{addr}/fn"),
+        Secret::new("function-secret-123"),
+        Duration::from_secs(2),
+        pipeline::functions::FailureMode::FailOpen,
+        http,
+    );
+    let mut api = Api::new("paid", AuthMode::Keys);
+    api.settings.function = Some("backend".into());
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1_000_000, "wallet": "usd"});
+    let env = start_full(Some(plan), api, vec![f]).await;
+    ok(env
+        .store
+        .top_up(&env.consumer, WalletUnit::Usd, 10_000_000, None, None)
+        .await);
+    let (st, id, _, body) = env.chat(&chat(16, false)).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"answer\":\"hi\""));
+    let rec = env.record(&id).await;
+    assert_eq!((rec.prompt_tokens, rec.completion_tokens), (700, 300));
+    assert_eq!(rec.provider.as_deref(), Some("function"));
+    assert_eq!(rec.charge_micros, 1_000_000, "1k tokens at 1 USD per 1k");
+    env.assert_settled().await;
+    assert_eq!(env.wallet().await.balance, 9_000_000);
 }

@@ -218,7 +218,7 @@ async fn env() -> (stages_support::Env, Seen) {
         api("pre-slow", json!({"pre_hook": "slow"})),
         api("pre-slow-closed", json!({"pre_hook": "slow-closed"})),
         api("post", json!({"post_hook": "post"})),
-        api("fn", json!({"function": "backend"})),
+        api("fn", json!({"function": "backend", "post_hook": "post"})),
         api("fn-sse", json!({"function": "backend-sse"})),
         api(
             "fn-moderated",
@@ -334,7 +334,7 @@ async fn a_post_hook_records_metadata_without_delaying_or_changing_the_answer() 
 
 #[tokio::test]
 async fn a_function_backend_answers_json_with_its_usage() {
-    let (env, _) = env().await;
+    let (env, seen) = env().await;
     let r = env
         .client
         .post(format!("{}/fn/v1/chat/completions", env.url))
@@ -349,6 +349,18 @@ async fn a_function_backend_answers_json_with_its_usage() {
     assert_eq!(v["answer"], "ping");
     assert_eq!(v["saw_authorization"], false);
     assert!(env.chat_prompts().is_empty(), "no model was called");
+    // The post-hook hears about it too, with the usage the function reported.
+    let mut meta = None;
+    for _ in 0..100 {
+        meta = calls(&seen, "post").pop();
+        if meta.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let meta = meta.unwrap_or(Value::Null);
+    assert_eq!(meta["provider"], "function");
+    assert_eq!(meta["usage"]["completion_tokens"], 4);
 }
 
 #[tokio::test]

@@ -42,6 +42,10 @@ async fn env() -> stages_support::Env {
                 rules(json!({"input": false, "output": true, "mode": "flag"})),
             ),
             api("pii", json!({"pii": {}})),
+            api(
+                "guard",
+                json!({"moderation": {"classifier": {"kind": "llm", "model": "gpt-4o"}}}),
+            ),
             api("piicount", json!({"pii": {"redact": false}})),
             api("plain", json!({})),
         ],
@@ -266,4 +270,39 @@ async fn v1_moderations_answers_in_openais_format() {
         .post("/closed/v1/moderations", json!({"input": "x"}))
         .await;
     assert_eq!(r.status(), 503);
+}
+
+#[tokio::test]
+async fn the_llm_classifier_asks_a_configured_model_and_survives_a_bad_answer() {
+    let env = env().await;
+    let before = env.gw.counters.moderation_failures();
+    let r = env.post("/guard/v1/chat/completions", chat("hello")).await;
+    // The emulator's model answers "Echo: …", neither safe nor unsafe: a classifier failure,
+    // so the request goes on (non-fatal) and the failure is counted.
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.gw.counters.moderation_failures(), before + 1);
+    let prompts = env.chat_prompts();
+    assert_eq!(prompts.len(), 2, "the classifier call, then the request");
+    assert!(prompts[0].contains("<BEGIN CONVERSATION>") && prompts[0].contains("hello"));
+    assert!(prompts[0].contains("S1: Violent Crimes."));
+}
+
+#[tokio::test]
+async fn anthropic_ingress_gets_the_same_stages() {
+    let env = env().await;
+    let body = json!({"model": "gpt-4o", "max_tokens": 50,
+                      "messages": [{"role": "user", "content": UNSAFE}]});
+    let r = env.post("/block/v1/messages", body).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(v["type"], "error");
+    let body = json!({"model": "gpt-4o", "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "mail a@b.io"}]});
+    let r = env.post("/pii/v1/messages", body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-gateway-pii").as_deref(), Some("email=1"));
+    assert_eq!(
+        env.chat_prompts().pop().unwrap_or_default(),
+        "mail [REDACTED_EMAIL]"
+    );
 }
