@@ -64,6 +64,22 @@ fn traced(
     Some(trace)
 }
 
+/// The stages' verdicts in the log row: moderation flags and hook/function outcomes.
+fn trace_marks(trace: &Option<Trace>, marks: &stages::Marks) {
+    let Some(t) = trace else { return };
+    if marks.flagged.is_empty() && marks.outcomes.is_empty() {
+        return;
+    }
+    t.set(|r| {
+        if !marks.flagged.is_empty() {
+            r.moderation = Some(crate::moderation::flag_value(&marks.flagged));
+        }
+        if !marks.outcomes.is_empty() {
+            r.hooks = serde_json::to_string(&marks.outcomes).ok();
+        }
+    });
+}
+
 /// A non-streamed response body, where the API opts in to bodies in the log.
 fn trace_response(trace: &Option<Trace>, caller: &edge::Caller, body: &[u8]) {
     let bodies = caller.api.settings.log;
@@ -211,6 +227,7 @@ async fn serve_chat(
                 return Err(e);
             }
         };
+    trace_marks(&trace, &marks);
     if caller.api.settings.function.is_some() {
         return crate::backend::serve(
             gw.clone(),
@@ -280,6 +297,7 @@ async fn serve_chat(
             .map_err(|_| GatewayError::Internal)?
             .into(),
     };
+    trace_marks(&trace, &marks);
     trace_response(&trace, &caller, &bytes);
     let resp = json_bytes(bytes);
     Ok(with_headers(

@@ -99,6 +99,23 @@ async fn flag_mode_lets_the_request_on_and_marks_it() {
     let text = r.text().await.unwrap_or_default();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert_eq!(env.chat_prompts().len(), 2);
+    // The request log marks both for review.
+    let mut flagged = 0;
+    for _ in 0..100 {
+        flagged = env
+            .gw
+            .log
+            .subscribe()
+            .0
+            .iter()
+            .filter(|r| r.moderation.as_deref() == Some("flagged; categories=illicit/violent"))
+            .count();
+        if flagged == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(flagged, 2, "both rows are marked in the request log");
 }
 
 #[tokio::test]
