@@ -31,7 +31,7 @@ use crate::state::Gateway;
 /// Rows kept in memory for the live tail.
 pub const TAIL: usize = 200;
 /// Rows per write transaction.
-const BATCH: usize = 1000;
+pub const BATCH: usize = 1000;
 /// How long the writer waits for a batch to fill; rows reach the store at most this late.
 const LINGER: Duration = Duration::from_millis(100);
 
