@@ -60,6 +60,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0007_consumer_limits.sql"),
         postgres: include_str!("../migrations/postgres/0007_consumer_limits.sql"),
     },
+    Step {
+        version: 8,
+        description: "rollups_per_question",
+        sqlite: include_str!("../migrations/sqlite/0008_rollups_per_question.sql"),
+        postgres: include_str!("../migrations/postgres/0008_rollups_per_question.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.

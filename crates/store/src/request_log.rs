@@ -21,6 +21,7 @@ pub const BUCKETS_MS: [i64; 11] = [
     50, 100, 250, 500, 1000, 2000, 5000, 10_000, 20_000, 30_000, 60_000,
 ];
 const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
 const WIDTH: usize = 26;
 /// Rows per INSERT statement: 26 columns × 100 rows stays well under both backends' limits.
 const ROWS_PER_INSERT: usize = 100;
@@ -142,8 +143,32 @@ pub struct UsageRollup {
     pub histogram: Vec<i64>,
 }
 
-/// The rollup key of a row: (hour, api, consumer, model, provider).
-type RollupKey = (i64, String, String, String, String);
+/// Which rollup a group goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Table {
+    Consumer,
+    Model,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Consumer => "rollup_consumer",
+            Table::Model => "rollup_model",
+        }
+    }
+
+    /// The key columns after (span, at).
+    fn keys(self) -> &'static str {
+        match self {
+            Table::Consumer => "consumer_id",
+            Table::Model => "model, provider",
+        }
+    }
+}
+
+/// The rollup key of a group: (table, span `h`/`d`, period start, key 1, key 2).
+type RollupKey = (Table, char, i64, String, String);
 
 #[derive(Default)]
 struct RollupAdd {
@@ -157,10 +182,24 @@ struct RollupAdd {
     buckets: [i64; 12],
 }
 
-fn rollup_key(r: &LogRow) -> RollupKey {
+impl RollupAdd {
+    fn add(&mut self, r: &LogRow) {
+        self.requests += 1;
+        self.errors += i64::from(r.is_error());
+        self.prompt += r.prompt_tokens;
+        self.completion += r.completion_tokens;
+        self.cached += r.cached_tokens;
+        self.cost += r.cost_picos;
+        self.latency += r.latency_ms;
+        self.buckets[bucket(r.latency_ms)] += 1;
+    }
+}
+
+/// A row's hour, consumer (`""` for none), model (the one that answered, else the one asked
+/// for) and provider.
+fn rollup_dims(r: &LogRow) -> (i64, String, String, String) {
     (
         r.created_at.div_euclid(HOUR_MS) * HOUR_MS,
-        r.api.clone(),
         r.consumer_id.clone().unwrap_or_default(),
         r.model
             .clone()
@@ -168,6 +207,58 @@ fn rollup_key(r: &LogRow) -> RollupKey {
             .unwrap_or_default(),
         r.provider.clone().unwrap_or_default(),
     )
+}
+
+/// Adds groups to one rollup table in one statement.
+async fn upsert_rollups(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    table: Table,
+    chunk: &[&(RollupKey, RollupAdd)],
+) -> Result<(), StoreError> {
+    let width = match table {
+        Table::Consumer => 22,
+        Table::Model => 23,
+    };
+    let (name, keys) = (table.name(), table.keys());
+    let buckets: String = (0..12).map(|i| format!(", b{i}")).collect();
+    let updates: String = (0..12)
+        .map(|i| format!(", b{i} = {name}.b{i} + excluded.b{i}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {name} (span, at, {keys}, requests, errors, prompt_tokens, completion_tokens, \
+         cached_tokens, cost_picos, latency_ms_sum{buckets}) VALUES {} \
+         ON CONFLICT (span, at, {keys}) DO UPDATE SET \
+         requests = {name}.requests + excluded.requests, errors = {name}.errors + excluded.errors, \
+         prompt_tokens = {name}.prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = {name}.completion_tokens + excluded.completion_tokens, \
+         cached_tokens = {name}.cached_tokens + excluded.cached_tokens, \
+         cost_picos = {name}.cost_picos + excluded.cost_picos, \
+         latency_ms_sum = {name}.latency_ms_sum + excluded.latency_ms_sum{updates}",
+        placeholders(backend, chunk.len(), width)
+    );
+    // Only table and column names (constants) and placeholders are interpolated.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for entry in chunk {
+        let ((_, span, at, k1, k2), a) = (&entry.0, &entry.1);
+        q = q.bind(span.to_string()).bind(*at).bind(k1.clone());
+        if table == Table::Model {
+            q = q.bind(k2.clone());
+        }
+        q = q
+            .bind(a.requests)
+            .bind(a.errors)
+            .bind(a.prompt)
+            .bind(a.completion)
+            .bind(a.cached)
+            .bind(a.cost)
+            .bind(a.latency);
+        for b in a.buckets {
+            q = q.bind(b);
+        }
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The 95th percentile's bucket bound from a histogram.
@@ -389,56 +480,23 @@ impl Store {
             .map(|r| r.borrow())
             .filter(|r: &&LogRow| new.contains(r.request_id.as_str()))
         {
-            let a = adds.entry(rollup_key(r)).or_default();
-            a.requests += 1;
-            a.errors += i64::from(r.is_error());
-            a.prompt += r.prompt_tokens;
-            a.completion += r.completion_tokens;
-            a.cached += r.cached_tokens;
-            a.cost += r.cost_picos;
-            a.latency += r.latency_ms;
-            a.buckets[bucket(r.latency_ms)] += 1;
+            let (hour, consumer, model, provider) = rollup_dims(r);
+            let day = hour.div_euclid(DAY_MS) * DAY_MS;
+            for key in [
+                (Table::Consumer, 'h', hour, consumer.clone(), String::new()),
+                (Table::Consumer, 'd', day, consumer, String::new()),
+                (Table::Model, 'h', hour, model.clone(), provider.clone()),
+                (Table::Model, 'd', day, model, provider),
+            ] {
+                adds.entry(key).or_default().add(r);
+            }
         }
         let adds: Vec<_> = adds.into_iter().collect();
-        const RW: usize = 24;
-        for chunk in adds.chunks(ROWS_PER_INSERT) {
-            let buckets: String = (0..12).map(|i| format!(", b{i}")).collect();
-            let updates: String = (0..12)
-                .map(|i| format!(", b{i} = request_rollup.b{i} + excluded.b{i}"))
-                .collect();
-            let sql = format!(
-                "INSERT INTO request_rollup (hour, api, consumer_id, model, provider, requests, errors, \
-                 prompt_tokens, completion_tokens, cached_tokens, cost_picos, latency_ms_sum{buckets}) \
-                 VALUES {} ON CONFLICT (hour, api, consumer_id, model, provider) DO UPDATE SET \
-                 requests = request_rollup.requests + excluded.requests, \
-                 errors = request_rollup.errors + excluded.errors, \
-                 prompt_tokens = request_rollup.prompt_tokens + excluded.prompt_tokens, \
-                 completion_tokens = request_rollup.completion_tokens + excluded.completion_tokens, \
-                 cached_tokens = request_rollup.cached_tokens + excluded.cached_tokens, \
-                 cost_picos = request_rollup.cost_picos + excluded.cost_picos, \
-                 latency_ms_sum = request_rollup.latency_ms_sum + excluded.latency_ms_sum{updates}",
-                placeholders(backend, chunk.len(), RW)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for ((hour, api, consumer, model, provider), a) in chunk {
-                q = q
-                    .bind(*hour)
-                    .bind(api.clone())
-                    .bind(consumer.clone())
-                    .bind(model.clone())
-                    .bind(provider.clone())
-                    .bind(a.requests)
-                    .bind(a.errors)
-                    .bind(a.prompt)
-                    .bind(a.completion)
-                    .bind(a.cached)
-                    .bind(a.cost)
-                    .bind(a.latency);
-                for b in a.buckets {
-                    q = q.bind(b);
-                }
+        for table in [Table::Consumer, Table::Model] {
+            let mine: Vec<_> = adds.iter().filter(|(k, _)| k.0 == table).collect();
+            for chunk in mine.chunks(ROWS_PER_INSERT) {
+                upsert_rollups(&mut tx, backend, table, chunk).await?;
             }
-            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(written.len())
@@ -546,19 +604,42 @@ impl Store {
         let buckets: String = (0..12)
             .map(|i| format!(", CAST(SUM(b{i}) AS BIGINT) AS b{i}"))
             .collect();
-        let (select, group) = match by {
-            RollupBy::Consumer => ("consumer_id AS k, '' AS p", "consumer_id"),
-            RollupBy::Model => ("model AS k, provider AS p", "model, provider"),
+        let (select, group, table) = match by {
+            RollupBy::Consumer => (
+                "consumer_id AS k, '' AS p",
+                "consumer_id",
+                "rollup_consumer",
+            ),
+            RollupBy::Model => (
+                "model AS k, provider AS p",
+                "model, provider",
+                "rollup_model",
+            ),
+        };
+        // Whole days from the daily rollup, the hours before and after them from the hourly one.
+        let from_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let first_day = (from_hour + DAY_MS - 1).div_euclid(DAY_MS) * DAY_MS;
+        let end_day = to_ms.div_euclid(DAY_MS) * DAY_MS;
+        let (first_day, end_day) = if first_day < end_day {
+            (first_day, end_day)
+        } else {
+            (to_ms, to_ms)
         };
         let sql = format!(
             "SELECT {select}, CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(errors) AS BIGINT) AS errors, \
              CAST(SUM(prompt_tokens) AS BIGINT) AS pt, CAST(SUM(completion_tokens) AS BIGINT) AS ct, \
              CAST(SUM(cached_tokens) AS BIGINT) AS cached, CAST(SUM(cost_picos) AS BIGINT) AS cost, \
-             CAST(SUM(latency_ms_sum) AS BIGINT) AS lat{buckets} FROM request_rollup \
-             WHERE hour >= $1 AND hour < $2 GROUP BY {group} ORDER BY {group}"
+             CAST(SUM(latency_ms_sum) AS BIGINT) AS lat{buckets} FROM {table} \
+             WHERE (span = 'd' AND at >= $1 AND at < $2) \
+             OR (span = 'h' AND ((at >= $3 AND at < $4) OR (at >= $5 AND at < $6))) \
+             GROUP BY {group} ORDER BY {group}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(from_ms.div_euclid(HOUR_MS) * HOUR_MS)
+            .bind(first_day)
+            .bind(end_day)
+            .bind(from_hour)
+            .bind(first_day.min(to_ms))
+            .bind(end_day)
             .bind(to_ms)
             .fetch_all(&self.pool)
             .await?;
@@ -618,10 +699,17 @@ impl Store {
 
     /// Deletes rollup hours older than `cutoff_ms`.
     pub async fn prune_rollups(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM request_rollup WHERE hour < $1")
-            .bind(cutoff_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM rollup_consumer WHERE at < $1",
+            "DELETE FROM rollup_model WHERE at < $1",
+        ] {
+            n += sqlx::query(sql)
+                .bind(cutoff_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
     }
 }

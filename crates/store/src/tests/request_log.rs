@@ -274,3 +274,46 @@ fn p95_reads_the_bucket_bound() {
     assert_eq!(bucket(51), 1);
     assert_eq!(bucket(10_000_000), 11);
 }
+
+#[tokio::test]
+async fn windows_over_several_days_add_whole_days_and_edge_hours_exactly() -> TestResult {
+    let b = backends().await?;
+    const DAY: i64 = 24 * HOUR;
+    let day0 = T0 / DAY * DAY;
+    let mut all = rows(400);
+    for (i, r) in all.iter_mut().enumerate() {
+        // Spread over four days, at odd minutes so hour and day edges both get rows.
+        r.created_at = day0 + (i as i64 * 853_117) % (4 * DAY);
+    }
+    for store in b.iter() {
+        store.insert_logs(&all).await?;
+        for (from, to) in [
+            (day0 + 5 * HOUR + 123, day0 + 2 * DAY + 7 * HOUR),
+            (day0, day0 + 4 * DAY),
+            (day0 + DAY - HOUR, day0 + DAY + HOUR),
+            (day0 + 3 * DAY + 30 * 60_000, day0 + 3 * DAY + 20 * HOUR),
+        ] {
+            let got: i64 = store
+                .usage_rollups(RollupBy::Model, from, to)
+                .await?
+                .iter()
+                .map(|g| g.requests)
+                .sum();
+            // Hours that start inside the window.
+            let from_hour = from / HOUR * HOUR;
+            let want = all
+                .iter()
+                .filter(|r| r.created_at >= from_hour && r.created_at / HOUR * HOUR < to)
+                .count() as i64;
+            assert_eq!(got, want, "[{from}, {to}) on {:?}", store.backend());
+            let by_consumer: i64 = store
+                .usage_rollups(RollupBy::Consumer, from, to)
+                .await?
+                .iter()
+                .map(|g| g.requests)
+                .sum();
+            assert_eq!(by_consumer, want);
+        }
+    }
+    b.finish().await
+}
