@@ -119,7 +119,8 @@ pub async fn serve(
         return Err(GatewayError::FunctionFailed("it is not configured".into()));
     };
     let started = Instant::now();
-    let post = crate::stages::PostHook::new(caller, request_id, chat);
+    let trace = settle.account.as_ref().and_then(|a| a.trace.clone());
+    let post = crate::stages::PostHook::new(caller, request_id, chat).map(|p| p.with_trace(trace));
     let body = json!({
         "stage": STAGE,
         "request_id": request_id,

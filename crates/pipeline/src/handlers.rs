@@ -243,7 +243,8 @@ async fn serve_chat(
         .map(|r| with_headers(r, limits));
     }
     ask.needs = llm::needs(&chat);
-    let post = stages::PostHook::new(&caller, &request_id, &chat);
+    let post =
+        stages::PostHook::new(&caller, &request_id, &chat).map(|p| p.with_trace(trace.clone()));
     if chat.is_stream() {
         let around = Around {
             moderation: caller.api.settings.moderation.clone().filter(|m| m.output),

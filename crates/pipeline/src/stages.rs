@@ -293,6 +293,9 @@ pub struct PostHook {
     pub api: String,
     pub request_id: String,
     pub body: Value,
+    /// The request's log row: held until the hook answers, so the row carries its outcome and
+    /// the metadata it returned.
+    pub trace: Option<crate::log::Trace>,
 }
 
 impl PostHook {
@@ -311,7 +314,14 @@ impl PostHook {
                 "messages": chat.messages,
                 "consumer": consumer_json(caller),
             }),
+            trace: None,
         })
+    }
+
+    /// Records the hook's outcome and metadata in this request's log row.
+    pub fn with_trace(mut self, trace: Option<crate::log::Trace>) -> PostHook {
+        self.trace = trace;
+        self
     }
 
     /// Calls the post-hook on its own task: the response is never delayed. `metadata` the
@@ -336,9 +346,11 @@ impl PostHook {
         tokio::spawn(async move {
             let started = Instant::now();
             let answer = f.call_json("post_hook", &self.request_id, &self.body).await;
+            let mut returned = None;
             let outcome = match answer {
                 Ok(v) => {
                     if let Some(meta) = v.get("metadata").filter(|m| m.is_object()) {
+                        returned = Some(meta.clone());
                         tracing::info!(target: "gateway::hooks", request_id = %self.request_id,
                             metadata = %meta, "post-hook metadata");
                         gw.hook_metadata.push(HookMetadata {
@@ -357,7 +369,22 @@ impl PostHook {
                     e.outcome()
                 }
             };
-            StageOutcome::new("post_hook", &self.function, outcome, started);
+            let o = StageOutcome::new("post_hook", &self.function, outcome, started);
+            if let Some(t) = self.trace.take() {
+                t.set(|r| {
+                    let mut list: Vec<Value> = r
+                        .hooks
+                        .as_deref()
+                        .and_then(|h| serde_json::from_str(h).ok())
+                        .unwrap_or_default();
+                    let mut entry = serde_json::to_value(&o).unwrap_or(Value::Null);
+                    if let (Some(obj), Some(meta)) = (entry.as_object_mut(), returned) {
+                        obj.insert("metadata".into(), meta);
+                    }
+                    list.push(entry);
+                    r.hooks = serde_json::to_string(&list).ok();
+                });
+            }
         });
     }
 }

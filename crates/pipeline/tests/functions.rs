@@ -325,6 +325,30 @@ async fn a_post_hook_records_metadata_without_delaying_or_changing_the_answer() 
         let m = found.unwrap_or_else(|| panic!("no metadata for {id}"));
         assert_eq!(m.metadata["score"], 7);
         assert_eq!(m.metadata["seen_status"], 200);
+        // The request-log row carries the hook's outcome and the metadata it returned.
+        let mut row_hooks = None;
+        for _ in 0..100 {
+            row_hooks = env
+                .gw
+                .log
+                .subscribe()
+                .0
+                .iter()
+                .find(|r| r.request_id == id)
+                .and_then(|r| r.hooks.clone());
+            if row_hooks.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let hooks: Value =
+            serde_json::from_str(&row_hooks.unwrap_or_default()).unwrap_or(Value::Null);
+        let post = hooks
+            .as_array()
+            .and_then(|l| l.iter().find(|o| o["stage"] == "post_hook").cloned())
+            .unwrap_or(Value::Null);
+        assert_eq!(post["outcome"], "ok", "{hooks}");
+        assert_eq!(post["metadata"]["score"], 7, "{hooks}");
     }
     let call = calls(&seen, "post").pop().unwrap_or(Value::Null);
     assert_eq!(call["stage"], "post_hook");
