@@ -134,25 +134,18 @@ pub async fn get_log(
     Ok(Json(view(&row)))
 }
 
+/// The list's filter, except that `model` also matches the model a consumer asked for (a
+/// tail is watched while requests are still being routed).
 fn tail_matches(r: &LogRow, f: &LogFilter) -> bool {
-    f.consumer
+    let model_ok = f
+        .model
         .as_ref()
-        .is_none_or(|c| r.consumer_id.as_ref() == Some(c))
-        && f.model
-            .as_ref()
-            .is_none_or(|m| r.model.as_ref() == Some(m) || r.model_requested.as_ref() == Some(m))
-        && f.provider
-            .as_ref()
-            .is_none_or(|p| r.provider.as_ref() == Some(p))
-        && f.api.as_ref().is_none_or(|a| &r.api == a)
-        && f.slower_than_ms.is_none_or(|t| r.latency_ms >= t)
-        && f.status.as_deref().is_none_or(|s| match s {
-            "error" => r.status >= 400,
-            "2xx" => (200..300).contains(&r.status),
-            "4xx" => (400..500).contains(&r.status),
-            "5xx" => (500..600).contains(&r.status),
-            exact => exact.parse() == Ok(r.status),
-        })
+        .is_none_or(|m| r.model.as_ref() == Some(m) || r.model_requested.as_ref() == Some(m));
+    let rest = LogFilter {
+        model: None,
+        ..f.clone()
+    };
+    model_ok && rest.matches(r).unwrap_or(false)
 }
 
 fn event(r: &LogRow) -> Event {
@@ -169,6 +162,8 @@ pub async fn tail(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, AdminError> {
     let f = Arc::new(q.filter(&s).await?);
+    // A bad `status` is refused now rather than silently matching nothing.
+    f.matches(&LogRow::default())?;
     let (kept, rx) = s.gateway.log.subscribe();
     let f2 = f.clone();
     let first = futures::stream::iter(

@@ -679,6 +679,8 @@ impl Account {
             _ => Picos(0),
         };
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        // Serialised once for the log row and the usage record.
+        let attempts = serde_json::to_value(o.attempts).unwrap_or_default();
         if let Some(t) = self.trace.take() {
             t.set(|r| {
                 r.status = i64::from(o.status);
@@ -690,7 +692,7 @@ impl Account {
                 r.estimated = estimated;
                 r.cost_picos = i64::try_from(cost.0).unwrap_or(i64::MAX);
                 if !o.attempts.is_empty() {
-                    r.attempts = serde_json::to_value(o.attempts).unwrap_or_default();
+                    r.attempts = attempts.clone();
                 }
             });
         }
@@ -714,7 +716,7 @@ impl Account {
             cost_picos: i64::try_from(cost.0).unwrap_or(i64::MAX),
             status: i64::from(o.status),
             latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
-            attempts: serde_json::to_value(o.attempts).unwrap_or_default(),
+            attempts,
             plan: if ok { self.charge_plan.take() } else { None },
             wallet: if ok { self.held } else { None },
             event: self.event && ok,

@@ -320,29 +320,70 @@ fn log_row(r: &AnyRow) -> Result<LogRow, StoreError> {
     })
 }
 
-/// `WHERE` conditions for a filter, with `?`/`$n` placeholders from `next`, and their values.
+/// A `status` filter as a half-open range: an exact status, or `2xx`, `3xx`, `4xx`, `5xx`,
+/// `error` (any ≥ 400).
+fn status_range(s: &str) -> Result<(i64, i64), StoreError> {
+    Ok(match s {
+        "2xx" => (200, 300),
+        "3xx" => (300, 400),
+        "4xx" => (400, 500),
+        "5xx" => (500, 600),
+        "error" => (400, 1000),
+        exact => {
+            let v: i64 = exact.parse().map_err(|_| {
+                StoreError::Invalid("status: an HTTP status, or one of 2xx, 4xx, 5xx, error".into())
+            })?;
+            (v, v + 1)
+        }
+    })
+}
+
+impl LogFilter {
+    /// Whether a row passes the filter, as the queries decide it (the live tail uses this).
+    pub fn matches(&self, r: &LogRow) -> Result<bool, StoreError> {
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        let status = match &self.status {
+            Some(s) => {
+                let (lo, hi) = status_range(s)?;
+                (lo..hi).contains(&r.status)
+            }
+            None => true,
+        };
+        Ok(eq(&self.consumer, r.consumer_id.as_deref())
+            && eq(&self.model, r.model.as_deref())
+            && eq(&self.provider, r.provider.as_deref())
+            && eq(&self.api, Some(&r.api))
+            && status
+            && self.from.is_none_or(|t| r.created_at >= t)
+            && self.to.is_none_or(|t| r.created_at < t)
+            && self.slower_than_ms.is_none_or(|t| r.latency_ms >= t))
+    }
+}
+
+/// One bound value of a `WHERE`.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// `WHERE` conditions for a filter, with `?`/`$n` placeholders, and their values in order.
 struct Where {
     sql: String,
-    texts: Vec<String>,
-    ints: Vec<i64>,
-    order: Vec<bool>,
+    args: Vec<Arg>,
 }
 
 impl Where {
     fn build(backend: Backend, f: &LogFilter, prefix: &str) -> Result<Where, StoreError> {
         let mut w = Where {
             sql: String::from(" WHERE 1 = 1"),
-            texts: Vec::new(),
-            ints: Vec::new(),
-            order: Vec::new(),
+            args: Vec::new(),
         };
-        let mut n = 0;
-        let mut ph = |backend: Backend| {
-            n += 1;
-            match backend {
-                Backend::Sqlite => "?".to_string(),
-                Backend::Postgres => format!("${n}"),
-            }
+        let cond = |w: &mut Where, cond: &str, arg: Arg| {
+            let ph = w.next_placeholder(backend, 1);
+            w.sql.push_str(&format!(" AND {prefix}{cond} {ph}"));
+            w.args.push(arg);
         };
         for (col, v) in [
             ("consumer_id", &f.consumer),
@@ -351,44 +392,22 @@ impl Where {
             ("api", &f.api),
         ] {
             if let Some(v) = v {
-                w.sql
-                    .push_str(&format!(" AND {prefix}{col} = {}", ph(backend)));
-                w.texts.push(v.clone());
-                w.order.push(true);
+                cond(&mut w, &format!("{col} ="), Arg::Text(v.clone()));
             }
         }
-        let int = |w: &mut Where, cond: &str, v: i64, ph: String| {
-            w.sql.push_str(&format!(" AND {prefix}{cond} {ph}"));
-            w.ints.push(v);
-            w.order.push(false);
-        };
         if let Some(s) = &f.status {
-            let (lo, hi) = match s.as_str() {
-                "2xx" => (200, 300),
-                "3xx" => (300, 400),
-                "4xx" => (400, 500),
-                "5xx" => (500, 600),
-                "error" => (400, 1000),
-                exact => {
-                    let v: i64 = exact.parse().map_err(|_| {
-                        StoreError::Invalid(
-                            "status: an HTTP status, or one of 2xx, 4xx, 5xx, error".into(),
-                        )
-                    })?;
-                    (v, v + 1)
-                }
-            };
-            int(&mut w, "status >=", lo, ph(backend));
-            int(&mut w, "status <", hi, ph(backend));
+            let (lo, hi) = status_range(s)?;
+            cond(&mut w, "status >=", Arg::Int(lo));
+            cond(&mut w, "status <", Arg::Int(hi));
         }
-        if let Some(v) = f.from {
-            int(&mut w, "created_at >=", v, ph(backend));
-        }
-        if let Some(v) = f.to {
-            int(&mut w, "created_at <", v, ph(backend));
-        }
-        if let Some(v) = f.slower_than_ms {
-            int(&mut w, "latency_ms >=", v, ph(backend));
+        for (c, v) in [
+            ("created_at >=", f.from),
+            ("created_at <", f.to),
+            ("latency_ms >=", f.slower_than_ms),
+        ] {
+            if let Some(v) = v {
+                cond(&mut w, c, Arg::Int(v));
+            }
         }
         Ok(w)
     }
@@ -397,23 +416,20 @@ impl Where {
         &self,
         mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-        let (mut t, mut i) = (self.texts.iter(), self.ints.iter());
-        for is_text in &self.order {
-            if *is_text {
-                if let Some(v) = t.next() {
-                    q = q.bind(v.clone());
-                }
-            } else if let Some(v) = i.next() {
-                q = q.bind(*v);
-            }
+        for a in &self.args {
+            q = match a {
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::Int(v) => q.bind(*v),
+            };
         }
         q
     }
 
+    /// The placeholder of the `k`-th value bound after the filter's own.
     fn next_placeholder(&self, backend: Backend, k: usize) -> String {
         match backend {
             Backend::Sqlite => "?".into(),
-            Backend::Postgres => format!("${}", self.order.len() + k),
+            Backend::Postgres => format!("${}", self.args.len() + k),
         }
     }
 }
