@@ -57,7 +57,7 @@ pub(crate) fn placeholders(backend: Backend, rows: usize, width: usize) -> Strin
 }
 
 /// `$1, $2, …, $n` (`?, ?, …` on SQLite).
-fn list(backend: Backend, n: usize) -> String {
+pub(crate) fn list(backend: Backend, n: usize) -> String {
     (1..=n)
         .map(|i| match backend {
             Backend::Sqlite => "?".to_string(),

@@ -40,6 +40,7 @@ pub mod error;
 pub mod events;
 pub mod functions;
 pub mod keys;
+pub mod knowledge;
 mod migrations;
 pub mod models;
 pub mod providers;

@@ -66,6 +66,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0008_rollups_per_question.sql"),
         postgres: include_str!("../migrations/postgres/0008_rollups_per_question.sql"),
     },
+    Step {
+        version: 9,
+        description: "knowledge",
+        sqlite: include_str!("../migrations/sqlite/0009_knowledge.sql"),
+        postgres: include_str!("../migrations/postgres/0009_knowledge.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.

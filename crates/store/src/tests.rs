@@ -10,6 +10,7 @@ mod billing;
 mod consumers;
 mod functions;
 mod keys;
+mod knowledge;
 mod migrations;
 mod models;
 mod providers;

@@ -10,7 +10,7 @@ async fn migrations_are_idempotent() -> TestResult {
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
             .fetch_one(&store.pool)
             .await?;
-        assert_eq!(applied, 8, "{:?}", store.backend());
+        assert_eq!(applied, 9, "{:?}", store.backend());
         assert!(store.list_providers().await?.is_empty());
     }
     b.finish().await
@@ -29,7 +29,7 @@ async fn concurrent_first_migrations_both_succeed() -> TestResult {
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
             .fetch_one(&one.pool)
             .await?;
-        assert_eq!(applied, 8, "{:?}", one.backend());
+        assert_eq!(applied, 9, "{:?}", one.backend());
         one.close().await;
         two.close().await;
         drop_database(url).await?;
