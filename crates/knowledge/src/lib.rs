@@ -8,6 +8,9 @@
 
 pub mod chunk;
 pub mod extract;
+pub mod index;
+pub mod ingest;
+pub mod retrieve;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +40,6 @@ pub type EmbedFuture<'a> =
 pub trait Embedder: Send + Sync {
     /// The name the knowledge base records (and locks) as its embedding model.
     fn model(&self) -> &str;
-    fn dim(&self) -> usize;
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a>;
     /// The embedder's own token count, when it has a tokenizer.
     fn counter(&self) -> &dyn TokenCounter {
