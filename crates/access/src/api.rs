@@ -76,6 +76,9 @@ pub struct ApiSettings {
     /// Input/output moderation (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation: Option<ModerationSettings>,
+    /// Retrieval from a knowledge base, injected before the question (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<crate::stages::RagSettings>,
     /// A function called before the LLM stage (may rewrite or reject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_hook: Option<String>,
@@ -194,6 +197,7 @@ impl Api {
         crate::stages::validate(
             st.pii.as_ref(),
             st.moderation.as_ref(),
+            st.rag.as_ref(),
             [
                 ("pre_hook", st.pre_hook.as_deref()),
                 ("post_hook", st.post_hook.as_deref()),

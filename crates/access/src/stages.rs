@@ -142,6 +142,56 @@ fn two_seconds() -> u64 {
     2000
 }
 
+/// Retrieval from a knowledge base (the RAG stage): which base, how many chunks, how similar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RagSettings {
+    /// The knowledge base's name (several APIs may share one).
+    pub knowledge_base: String,
+    /// Chunks injected at most (1-50, default 5).
+    #[serde(default = "five")]
+    pub top_k: usize,
+    /// Cosine similarity below which a chunk is never injected (-1 to 1, default 0.2).
+    #[serde(default = "fifth")]
+    pub min_score: f32,
+    /// `hybrid` (vector + full text, default), `vector` or `text`.
+    #[serde(default = "hybrid")]
+    pub mode: String,
+    /// A failing retrieval (embedder down) fails the request (503) instead of going on without context.
+    #[serde(default)]
+    pub fail_closed: bool,
+}
+
+fn five() -> usize {
+    5
+}
+fn fifth() -> f32 {
+    0.2
+}
+fn hybrid() -> String {
+    "hybrid".into()
+}
+
+impl RagSettings {
+    fn validate(&self) -> Result<(), StageError> {
+        if !valid_function_name(&self.knowledge_base) {
+            return Err(StageError::Rag(
+                "knowledge_base: 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+        if !(1..=50).contains(&self.top_k) {
+            return Err(StageError::Rag("top_k: between 1 and 50"));
+        }
+        if !(-1.0..=1.0).contains(&self.min_score) {
+            return Err(StageError::Rag("min_score: between -1 and 1"));
+        }
+        if !matches!(self.mode.as_str(), "hybrid" | "vector" | "text") {
+            return Err(StageError::Rag("mode: hybrid, vector or text"));
+        }
+        Ok(())
+    }
+}
+
 /// Why stage settings were refused (the path inside `settings` first).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StageError {
@@ -159,6 +209,8 @@ pub enum StageError {
     NoKinds,
     #[error("{0}: a function name is 1-64 letters, digits, '-' or '_'")]
     FunctionName(&'static str),
+    #[error("rag.{0}")]
+    Rag(&'static str),
 }
 
 /// A function's name (as in `/admin/functions/{name}`).
@@ -173,8 +225,12 @@ pub fn valid_function_name(name: &str) -> bool {
 pub fn validate(
     pii: Option<&PiiSettings>,
     moderation: Option<&ModerationSettings>,
+    rag: Option<&RagSettings>,
     hooks: [(&'static str, Option<&str>); 3],
 ) -> Result<(), StageError> {
+    if let Some(r) = rag {
+        r.validate()?;
+    }
     if let Some(p) = pii
         && p.kinds.is_empty()
     {
@@ -241,12 +297,19 @@ mod tests {
         let mut m = moderation(r#"{"classifier":{"kind":"llm","model":"m","prompt":"x"}}"#)
             .unwrap_or_else(|e| unreachable!("{e}"));
         let none = [("pre_hook", None), ("post_hook", None), ("function", None)];
-        assert_eq!(validate(None, Some(&m), none), Err(StageError::Prompt));
+        assert_eq!(
+            validate(None, Some(&m), None, none),
+            Err(StageError::Prompt)
+        );
         m.classifier = Classifier::Rules;
         m.threshold = 0.0;
-        assert_eq!(validate(None, Some(&m), none), Err(StageError::Threshold));
+        assert_eq!(
+            validate(None, Some(&m), None, none),
+            Err(StageError::Threshold)
+        );
         assert_eq!(
             validate(
+                None,
                 None,
                 None,
                 [
@@ -261,6 +324,29 @@ mod tests {
             redact: true,
             kinds: vec![],
         };
-        assert_eq!(validate(Some(&pii), None, none), Err(StageError::NoKinds));
+        assert_eq!(
+            validate(Some(&pii), None, None, none),
+            Err(StageError::NoKinds)
+        );
+        let rag: RagSettings = serde_json::from_str(r#"{"knowledge_base":"docs"}"#)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            (rag.top_k, rag.min_score, rag.mode.as_str()),
+            (5, 0.2, "hybrid")
+        );
+        assert_eq!(validate(None, None, Some(&rag), none), Ok(()));
+        let wide = RagSettings {
+            top_k: 51,
+            ..rag.clone()
+        };
+        assert_eq!(
+            validate(None, None, Some(&wide), none).map_err(|e| e.to_string()),
+            Err("rag.top_k: between 1 and 50".to_string())
+        );
+        let odd = RagSettings {
+            mode: "semantic".into(),
+            ..rag
+        };
+        assert!(validate(None, None, Some(&odd), none).is_err());
     }
 }

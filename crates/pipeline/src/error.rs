@@ -60,6 +60,12 @@ pub enum GatewayError {
     /// The classifier failed and the API fails closed.
     #[error("Content moderation is unavailable right now and this API requires it; retry shortly.")]
     ModerationUnavailable,
+    /// Retrieval from the knowledge base failed and the API fails closed.
+    #[error("The knowledge base is unavailable right now and this API requires it; retry shortly.")]
+    RetrievalUnavailable,
+    /// Retrieval failed (why, for logs and the admin's test query; the stage goes on without it).
+    #[error("knowledge base: {0}")]
+    Knowledge(String),
     /// The pre-hook rejected the request with its own status (4xx) and message.
     #[error("{message}")]
     HookRejected { status: StatusCode, message: String },
@@ -156,6 +162,16 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "content_policy_violation".into(),
+            ),
+            E::RetrievalUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "retrieval_unavailable".into(),
+            ),
+            E::Knowledge(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "knowledge_base_unavailable".into(),
             ),
             E::ModerationUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,

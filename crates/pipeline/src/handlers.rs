@@ -67,10 +67,13 @@ fn traced(
 /// The stages' verdicts in the log row: moderation flags and hook/function outcomes.
 fn trace_marks(trace: &Option<Trace>, marks: &stages::Marks) {
     let Some(t) = trace else { return };
-    if marks.flagged.is_empty() && marks.outcomes.is_empty() {
+    if marks.flagged.is_empty() && marks.outcomes.is_empty() && marks.rag.is_empty() {
         return;
     }
     t.set(|r| {
+        if !marks.rag.is_empty() {
+            r.rag_sources = Some(knowledge::retrieve::sources(&marks.rag).join(", "));
+        }
         if !marks.flagged.is_empty() {
             r.moderation = Some(crate::moderation::flag_value(&marks.flagged));
         }

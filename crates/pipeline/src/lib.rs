@@ -44,6 +44,7 @@ pub mod log;
 pub mod metrics;
 pub mod moderation;
 pub mod pii;
+pub mod rag;
 pub mod settle;
 pub mod stages;
 pub mod state;

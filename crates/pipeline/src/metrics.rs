@@ -355,6 +355,17 @@ impl Metrics {
         );
         help(
             &mut out,
+            "gateway_rag_failures_total",
+            "counter",
+            "Knowledge-base retrievals that failed (the request went on without context unless fail-closed).",
+        );
+        let _ = writeln!(
+            out,
+            "gateway_rag_failures_total {}",
+            gw.counters.rag_failures()
+        );
+        help(
+            &mut out,
             "gateway_ready",
             "gauge",
             "1 while the gateway accepts traffic.",

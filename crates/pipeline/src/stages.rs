@@ -6,7 +6,11 @@
 //! 2. **Input moderation** ([`crate::moderation`]): reads the (redacted) prompt; block → 400
 //!    `content_policy_violation` before any token is spent; flag → `x-gateway-moderation`.
 //!    A failing classifier lets the request on (counted, logged) unless `fail_closed` (503).
-//! 3. **Pre-hook** ([`crate::functions`]): the operator's function gets the messages, consumer
+//! 3. **RAG** ([`crate::rag`]): reads the last user message; retrieves from the API's own
+//!    knowledge base and inserts one delimited system message before it; writes
+//!    `x-gateway-rag-sources`. A failing retrieval goes on without context (counted) unless
+//!    `fail_closed` (503).
+//! 4. **Pre-hook** ([`crate::functions`]): the operator's function gets the messages, consumer
 //!    and request metadata and RAG chunks; `continue`, `rewrite` (new messages) or `reject`
 //!    (its 4xx and message). A failure continues (fail_open) or fails with 502 `hook_failed`.
 //!
@@ -30,6 +34,7 @@ use crate::state::{Gateway, Snapshot};
 pub const X_MODERATION: HeaderName = HeaderName::from_static("x-gateway-moderation");
 pub const X_PII: HeaderName = HeaderName::from_static("x-gateway-pii");
 pub const X_HOOKS: HeaderName = HeaderName::from_static("x-gateway-hooks");
+pub const X_RAG_SOURCES: HeaderName = HeaderName::from_static("x-gateway-rag-sources");
 
 /// What the stages found about one request, for its response headers and its log.
 #[derive(Debug, Default)]
@@ -38,6 +43,8 @@ pub struct Marks {
     /// Categories of a flagged prompt or answer.
     pub flagged: Vec<String>,
     pub outcomes: Vec<StageOutcome>,
+    /// Chunks the RAG stage injected.
+    pub rag: Vec<knowledge::retrieve::Hit>,
 }
 
 impl Marks {
@@ -62,6 +69,9 @@ impl Marks {
         }
         if !self.flagged.is_empty() {
             put(X_MODERATION, moderation::flag_value(&self.flagged));
+        }
+        if !self.rag.is_empty() {
+            put(X_RAG_SOURCES, crate::rag::sources_header(&self.rag));
         }
         if !self.outcomes.is_empty() {
             let parts: Vec<String> = self
@@ -134,6 +144,9 @@ pub async fn before(
             }
         }
     }
+    if let Some(rag) = &settings.rag {
+        marks.rag = crate::rag::stage(gw, rag, chat).await?;
+    }
     if let Some(name) = &settings.pre_hook {
         pre_hook(
             gw, snap, caller, request_id, headers, chat, name, &mut marks,
@@ -175,7 +188,7 @@ async fn pre_hook(
         "messages": chat.messages,
         "consumer": consumer_json(caller),
         "metadata": metadata_json(headers),
-        "chunks": [],
+        "chunks": crate::rag::chunks_json(&marks.rag),
     });
     let answer = f.call_json(STAGE, request_id, &body).await;
     let decided = answer.and_then(|v| decide(&v));

@@ -136,6 +136,8 @@ pub struct Gateway {
     pub counters: StageCounters,
     /// Metadata post-hooks returned, most recent last (bounded).
     pub hook_metadata: crate::functions::MetadataRing,
+    /// Knowledge bases: retrieval and ingestion (set once at start where a store exists).
+    knowledge: std::sync::OnceLock<Arc<crate::rag::Knowledge>>,
 }
 
 /// Counts of stage failures that did not fail the request (or did, when fail-closed).
@@ -143,11 +145,20 @@ pub struct Gateway {
 pub struct StageCounters {
     moderation_failures: AtomicU64,
     hook_failures: AtomicU64,
+    rag_failures: AtomicU64,
 }
 
 impl StageCounters {
     pub fn note_moderation_failure(&self) {
         self.moderation_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn note_rag_failure(&self) {
+        self.rag_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rag_failures(&self) -> u64 {
+        self.rag_failures.load(Ordering::Relaxed)
     }
 
     pub fn moderation_failures(&self) -> u64 {
@@ -198,7 +209,17 @@ impl Gateway {
             draining: AtomicBool::new(false),
             counters: StageCounters::default(),
             hook_metadata: Default::default(),
+            knowledge: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The knowledge-base services, once [`crate::rag::start`] ran.
+    pub fn knowledge(&self) -> Option<&Arc<crate::rag::Knowledge>> {
+        self.knowledge.get()
+    }
+
+    pub(crate) fn set_knowledge(&self, k: Arc<crate::rag::Knowledge>) -> Arc<crate::rag::Knowledge> {
+        self.knowledge.get_or_init(|| k).clone()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
