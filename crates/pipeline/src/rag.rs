@@ -97,8 +97,7 @@ impl Knowledge {
         };
         match tokio::time::timeout(
             DEADLINE,
-            self.retriever
-                .retrieve(kb, embedder.as_ref(), question, &s),
+            self.retriever.retrieve(kb, embedder.as_ref(), question, &s),
         )
         .await
         {
@@ -128,8 +127,18 @@ pub fn start(
     let embedders: Arc<dyn EmbedderSource> = Arc::new(RoutedEmbedders {
         gw: Arc::downgrade(gw),
     });
-    let ingestor = Ingestor::new(store, embedders.clone(), extractor, limits, retriever.clone());
-    let k = gw.set_knowledge(Arc::new(Knowledge::new(retriever, ingestor.clone(), embedders)));
+    let ingestor = Ingestor::new(
+        store,
+        embedders.clone(),
+        extractor,
+        limits,
+        retriever.clone(),
+    );
+    let k = gw.set_knowledge(Arc::new(Knowledge::new(
+        retriever,
+        ingestor.clone(),
+        embedders,
+    )));
     if workers > 0 {
         // Detached: the loops end with the runtime; an interrupted document is taken over
         // after a restart (its claim goes stale).
@@ -146,7 +155,11 @@ pub fn question(chat: &ChatRequest) -> Option<(usize, String)> {
         .enumerate()
         .rev()
         .find(|(_, m)| m.role == Role::User)?;
-    let text = m.content.as_ref().map(wire::openai::Content::joined_text).unwrap_or_default();
+    let text = m
+        .content
+        .as_ref()
+        .map(wire::openai::Content::joined_text)
+        .unwrap_or_default();
     (!text.trim().is_empty()).then_some((at, text))
 }
 
@@ -289,15 +302,19 @@ impl Embedder for RoutedEmbedder {
                 user: None,
                 extra: Default::default(),
             };
-            let ask = Ask::embeddings(&req, &HeaderMap::new())
-                .map_err(|e| EmbedError(e.to_string()))?;
+            let ask =
+                Ask::embeddings(&req, &HeaderMap::new()).map_err(|e| EmbedError(e.to_string()))?;
             let served = llm::embed(&snap, &gw.health, &req, &ask)
                 .await
                 .map_err(|e| EmbedError(e.to_string()))?;
             let mut rows: Vec<(u32, Vec<f32>)> = Vec::with_capacity(texts.len());
             for e in served.value.data {
                 let v = match &e.embedding {
-                    Value::Array(xs) => xs.iter().filter_map(Value::as_f64).map(|x| x as f32).collect(),
+                    Value::Array(xs) => xs
+                        .iter()
+                        .filter_map(Value::as_f64)
+                        .map(|x| x as f32)
+                        .collect(),
                     _ => return Err(EmbedError("the provider returned no float vector".into())),
                 };
                 rows.push((e.index, v));

@@ -218,7 +218,10 @@ impl Gateway {
         self.knowledge.get()
     }
 
-    pub(crate) fn set_knowledge(&self, k: Arc<crate::rag::Knowledge>) -> Arc<crate::rag::Knowledge> {
+    pub(crate) fn set_knowledge(
+        &self,
+        k: Arc<crate::rag::Knowledge>,
+    ) -> Arc<crate::rag::Knowledge> {
         self.knowledge.get_or_init(|| k).clone()
     }
 

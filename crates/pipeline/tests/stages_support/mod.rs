@@ -46,6 +46,15 @@ pub fn api(slug: &str, settings: Value) -> Api {
 
 /// Starts the gateway with `apis` and `functions` (built with [`loopback_http`] unless given).
 pub async fn start(apis: Vec<Api>, functions: Vec<pipeline::functions::Function>) -> Env {
+    start_on(Gateway::new(Limits::default()), apis, functions).await
+}
+
+/// As [`start`], on a gateway the caller built (with a store, say).
+pub async fn start_on(
+    gw: Arc<Gateway>,
+    apis: Vec<Api>,
+    functions: Vec<pipeline::functions::Function>,
+) -> Env {
     let emu = Emulator::start().await.unwrap_or_else(|e| panic!("{e}"));
     let e = emu.url();
     let specs = vec![
@@ -56,7 +65,6 @@ pub async fn start(apis: Vec<Api>, functions: Vec<pipeline::functions::Function>
     ];
     let routes = vec![Route::new("gpt-4o", vec![Target::new("openai", "gpt-4o")])];
     let http = loopback_http();
-    let gw = Gateway::new(Limits::default());
     let mut snap = Snapshot::build(specs, routes, &http);
     for a in apis {
         snap.publish(a);
