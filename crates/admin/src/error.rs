@@ -20,6 +20,10 @@ pub enum AdminError {
     Invalid(#[from] DefError),
     #[error("{0}")]
     BadBody(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the store failed; see the gateway log")]
     Store(#[source] store::StoreError),
     #[error("the change was saved but the configuration did not reload: {0}")]
@@ -68,6 +72,14 @@ impl IntoResponse for AdminError {
                 "invalid_request_error",
                 "invalid_request",
             ),
+            AdminError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "file_too_large",
+            ),
+            AdminError::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "api_error", "unavailable")
+            }
             AdminError::Store(_) | AdminError::Reload(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",

@@ -46,6 +46,9 @@ pub struct ApiDef {
     /// Input/output moderation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation: Option<access::stages::ModerationSettings>,
+    /// Retrieval from a knowledge base (by name), injected before the question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<access::stages::RagSettings>,
     /// A function (by name) called before the LLM stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_hook: Option<String>,
@@ -79,6 +82,7 @@ impl ApiDef {
                 log: self.log,
                 pii: self.pii.clone(),
                 moderation: self.moderation.clone(),
+                rag: self.rag.clone(),
                 pre_hook: self.pre_hook.clone(),
                 post_hook: self.post_hook.clone(),
                 function: self.function.clone(),
@@ -123,6 +127,7 @@ impl ApiDef {
             log: settings.log,
             pii: settings.pii,
             moderation: settings.moderation,
+            rag: settings.rag,
             pre_hook: settings.pre_hook,
             post_hook: settings.post_hook,
             function: settings.function,

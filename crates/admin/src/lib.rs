@@ -23,6 +23,7 @@ pub mod consumers;
 pub mod error;
 pub mod functions;
 pub mod gateway_apis;
+pub mod knowledge;
 pub mod logs;
 pub mod secrets;
 pub mod tokens;
@@ -133,6 +134,33 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/admin/logs/tail", get(logs::tail))
         .route("/admin/logs/{id}", get(logs::get_log))
         .route("/admin/analytics/usage", get(logs::usage))
+        .route(
+            "/admin/knowledge-bases",
+            get(knowledge::list_kbs).post(knowledge::create_kb),
+        )
+        .route(
+            "/admin/knowledge-bases/{kb}",
+            get(knowledge::get_kb)
+                .patch(knowledge::patch_kb)
+                .delete(knowledge::delete_kb),
+        )
+        .route(
+            "/admin/knowledge-bases/{kb}/documents",
+            get(knowledge::list_documents),
+        )
+        .route(
+            "/admin/knowledge-bases/{kb}/documents/{doc}",
+            get(knowledge::get_document)
+                .put(knowledge::put_document)
+                .delete(knowledge::delete_document)
+                // Uploads are bounded by the knowledge base's own limit (checked in the handler).
+                .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024)),
+        )
+        .route(
+            "/admin/knowledge-bases/{kb}/query",
+            post(knowledge::query_kb),
+        )
+        .route("/admin/apis/{slug}/rag/query", post(knowledge::query_api))
         .route("/admin/functions", get(functions::list_functions))
         .route(
             "/admin/functions/{name}",

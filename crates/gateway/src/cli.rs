@@ -91,6 +91,22 @@ impl AdminClient {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
+        self.answer(rb).await
+    }
+
+    /// A PUT whose body is a file's bytes (knowledge-base uploads).
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let rb = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+        self.answer(rb).await
+    }
+
+    /// Sends and reads the JSON answer; an error status becomes its OpenAI-style message.
+    async fn answer(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = rb
             .send()
             .await

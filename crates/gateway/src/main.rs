@@ -9,6 +9,7 @@ mod billing_cli;
 mod cli;
 mod config_file;
 mod function_cli;
+mod kb_cli;
 mod logs_cli;
 mod otel;
 mod serve;
@@ -77,6 +78,11 @@ enum Cmd {
     Function {
         #[command(subcommand)]
         cmd: function_cli::FunctionCmd,
+    },
+    /// Knowledge bases: create, upload documents, status, test queries.
+    Kb {
+        #[command(subcommand)]
+        cmd: kb_cli::KbCmd,
     },
     /// Admin tokens with roles (admin, viewer).
     Token {
@@ -292,6 +298,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Function { cmd } => {
             function_cli::function(&cli::AdminClient::from_env()?, cmd).await?
         }
+        Cmd::Kb { cmd } => kb_cli::kb(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Token { cmd } => access_cli::token(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Secrets { cmd } => access_cli::secrets(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Plan { cmd } => billing_cli::plan(&cli::AdminClient::from_env()?, cmd).await?,

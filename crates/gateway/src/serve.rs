@@ -207,6 +207,15 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         .0;
     }
     gateway.set_limiter(limiter);
+    // Knowledge bases: retrieval, and background indexing of uploads (resumed from the queue).
+    let mut kb_limits = knowledge::extract::Limits::default();
+    kb_limits.max_bytes = s.kb_max_upload_bytes;
+    let _ = pipeline::rag::start(
+        &gateway,
+        crate::kb_cli::extractor(),
+        kb_limits,
+        s.kb_workers,
+    );
     // The tokenizer's tables load here, not on the first request that needs a token count.
     tokio::task::spawn_blocking(billing::tokens::warm);
 

@@ -34,6 +34,10 @@ pub struct Settings {
     pub egress: providers::egress::EgressPolicy,
     /// `GATEWAY_DEV=1`.
     pub dev: bool,
+    /// `GATEWAY_KB_MAX_UPLOAD_MB` (default 5): the largest document a knowledge base accepts.
+    pub kb_max_upload_bytes: usize,
+    /// `GATEWAY_KB_WORKERS` (default 1): documents indexed at once.
+    pub kb_workers: usize,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -146,7 +150,23 @@ impl Settings {
             &var("GATEWAY_EGRESS_ALLOW").unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("GATEWAY_EGRESS_ALLOW: {e}"))?;
+        let kb_max_upload_bytes = match var("GATEWAY_KB_MAX_UPLOAD_MB") {
+            None => 5 * 1024 * 1024,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=200).contains(&n) => n * 1024 * 1024,
+                _ => bail!("GATEWAY_KB_MAX_UPLOAD_MB must be a number of megabytes (1 to 200)"),
+            },
+        };
+        let kb_workers = match var("GATEWAY_KB_WORKERS") {
+            None => 1,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (0..=16).contains(&n) => n,
+                _ => bail!("GATEWAY_KB_WORKERS must be a number (0 to 16)"),
+            },
+        };
         let s = Settings {
+            kb_max_upload_bytes,
+            kb_workers,
             egress,
             key_prefix,
             trusted_proxies,

@@ -15,6 +15,18 @@ pub mod retrieve;
 use std::future::Future;
 use std::pin::Pin;
 
+/// File extensions an upload may have (the format is chosen by extension).
+pub const EXTENSIONS: &[&str] = &[
+    "pdf", "txt", "md", "markdown", "json", "csv", "html", "htm", "xml", "yml", "yaml", "toml",
+    "docx",
+];
+
+/// Whether `name`'s extension is one [`extract`] reads.
+pub fn supported(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
 /// Counts tokens the way the embedder will, so chunk sizes mean what the operator set.
 pub trait TokenCounter: Send + Sync {
     fn count(&self, text: &str) -> usize;
