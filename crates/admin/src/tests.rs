@@ -1509,3 +1509,209 @@ async fn consumer_limits_are_stored_validated_and_shown() {
         "{v}"
     );
 }
+
+/// A state whose gateway has the knowledge base running (indexing in process).
+async fn state_with_knowledge() -> (Arc<AdminState>, tempfile::TempDir) {
+    let (s, dir) = state().await;
+    let gateway = pipeline::Gateway::with_store(pipeline::Limits::default(), s.store.clone());
+    let limits = ::knowledge::extract::Limits {
+        max_bytes: 1024,
+        ..Default::default()
+    };
+    pipeline::rag::start(
+        &gateway,
+        Arc::new(::knowledge::ingest::InProcess),
+        limits,
+        1,
+    );
+    let s = Arc::new(AdminState {
+        store: s.store.clone(),
+        gateway,
+        http: s.http.clone(),
+        token_hash: s.token_hash,
+        key_prefix: s.key_prefix.clone(),
+        key_file_dir: None,
+        edge: s.edge.clone(),
+    });
+    (s, dir)
+}
+
+async fn upload(s: &Arc<AdminState>, path: &str, bytes: &[u8]) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method("PUT")
+        .uri(path)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from(bytes.to_vec()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resp = app(s.clone())
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn knowledge_bases_take_uploads_report_status_and_guard_their_model() {
+    let (s, _dir) = state_with_knowledge().await;
+    let t = Some(TOKEN);
+    let (st, kb, _) = call(
+        &s,
+        "POST",
+        "/admin/knowledge-bases",
+        Some(json!({"name": "docs", "embedding_model": "nowhere/embedder"})),
+        t,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{kb}");
+    assert_eq!(
+        (kb["locked"].as_bool(), kb["documents"]["total"].as_u64()),
+        (Some(false), Some(0))
+    );
+    let (st, _, _) = call(
+        &s,
+        "POST",
+        "/admin/knowledge-bases",
+        Some(json!({"name": "docs"})),
+        t,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, body, _) = call(
+        &s,
+        "POST",
+        "/admin/knowledge-bases",
+        Some(json!({"name": "x", "chunk_tokens": 8})),
+        t,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("chunk_tokens"),
+        "{body}"
+    );
+
+    // Refused before anything is stored: the wrong type, too big, empty.
+    let (st, body) = upload(&s, "/admin/knowledge-bases/docs/documents/tool.exe", b"MZ").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unsupported")
+    );
+    let (st, body) = upload(
+        &s,
+        "/admin/knowledge-bases/docs/documents/big.txt",
+        &[b'a'; 2048],
+    )
+    .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "file_too_large");
+    let (st, _) = upload(&s, "/admin/knowledge-bases/docs/documents/empty.txt", b"").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, docs, _) = call(&s, "GET", "/admin/knowledge-bases/docs/documents", None, t).await;
+    assert_eq!(docs.as_array().map(Vec::len), Some(0), "{docs}");
+
+    let (st, doc) = upload(
+        &s,
+        "/admin/knowledge-bases/docs/documents/notes.txt",
+        b"Some notes about zebras.",
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{doc}");
+    assert_eq!(doc["status"], "queued");
+    // The embedding model is now locked.
+    let (st, body, _) = call(
+        &s,
+        "PATCH",
+        "/admin/knowledge-bases/docs",
+        Some(json!({"embedding_model": "local/minilm"})),
+        t,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    // No provider serves the embedder: the document ends in `error` with the reason.
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (_, d, _) = call(
+            &s,
+            "GET",
+            "/admin/knowledge-bases/docs/documents/notes.txt",
+            None,
+            t,
+        )
+        .await;
+        last = d;
+        if last["status"] == "error" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert_eq!(last["status"], "error", "{last}");
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("embedding failed"),
+        "{last}"
+    );
+
+    // A test query says why it cannot answer.
+    let (st, body, _) = call(
+        &s,
+        "POST",
+        "/admin/knowledge-bases/docs/query",
+        Some(json!({"query": "zebras"})),
+        t,
+    )
+    .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // An API that uses the base keeps it from being deleted.
+    let (st, body, _) = call(
+        &s,
+        "PUT",
+        "/admin/apis/help",
+        Some(json!({"auth": "public", "rag": {"knowledge_base": "docs", "top_k": 3}})),
+        t,
+    )
+    .await;
+    assert!(st.is_success(), "{body}");
+    let (st, _, _) = call(&s, "DELETE", "/admin/knowledge-bases/docs", None, t).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, _, _) = call(
+        &s,
+        "POST",
+        "/admin/apis/help/rag/query",
+        Some(json!({"query": ""})),
+        t,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _, _) = call(&s, "DELETE", "/admin/apis/help", None, t).await;
+    assert!(st.is_success());
+    let (st, _, _) = call(
+        &s,
+        "DELETE",
+        "/admin/knowledge-bases/docs/documents/notes.txt",
+        None,
+        t,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = call(&s, "DELETE", "/admin/knowledge-bases/docs", None, t).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+}

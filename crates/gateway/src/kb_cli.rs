@@ -87,11 +87,10 @@ async fn resolve(c: &AdminClient, target: &str) -> anyhow::Result<String> {
 
 fn bar(done: usize, total: usize) -> String {
     const WIDTH: usize = 30;
-    let filled = if total == 0 {
-        WIDTH
-    } else {
-        done * WIDTH / total
-    };
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
     format!("[{}{}]", "#".repeat(filled), "-".repeat(WIDTH - filled))
 }
 

@@ -208,8 +208,10 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
     }
     gateway.set_limiter(limiter);
     // Knowledge bases: retrieval, and background indexing of uploads (resumed from the queue).
-    let mut kb_limits = knowledge::extract::Limits::default();
-    kb_limits.max_bytes = s.kb_max_upload_bytes;
+    let kb_limits = knowledge::extract::Limits {
+        max_bytes: s.kb_max_upload_bytes,
+        ..Default::default()
+    };
     let _ = pipeline::rag::start(
         &gateway,
         crate::kb_cli::extractor(),

@@ -1,5 +1,9 @@
 //! The RAG stage over real HTTP: documents indexed in the background through the emulator's
 //! embeddings endpoint, retrieved per API, injected before the question as the emulator sees it.
+#![expect(
+    clippy::panic,
+    reason = "test code: a failed setup must fail the test loudly"
+)]
 
 mod stages_support;
 
