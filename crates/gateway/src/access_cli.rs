@@ -160,10 +160,14 @@ pub struct ApiOpts {
     jwt_file: Option<std::path::PathBuf>,
     #[arg(long)]
     disabled: bool,
-    /// A JSON file with stage settings (`pii`, `moderation`, `pre_hook`, `post_hook`,
-    /// `function`), merged into the API.
+    /// A JSON file with stage settings (`pii`, `moderation`, `rag`, `pre_hook`,
+    /// `post_hook`, `function`), merged into the API.
     #[arg(long)]
     stages_file: Option<std::path::PathBuf>,
+    /// Answer from this knowledge base (the RAG stage, default retrieval settings; tune them
+    /// with --stages-file `{"rag": {...}}`).
+    #[arg(long)]
+    rag: Option<String>,
     /// The function called before the model.
     #[arg(long)]
     pre_hook: Option<String>,
@@ -483,6 +487,9 @@ fn apply(mut body: Value, o: ApiOpts) -> anyhow::Result<Value> {
         for (k, v) in stages.as_object().into_iter().flatten() {
             body[k.as_str()] = v.clone();
         }
+    }
+    if let Some(kb) = o.rag {
+        body["rag"] = json!({"knowledge_base": kb});
     }
     for (k, v) in [
         ("pre_hook", o.pre_hook),
