@@ -119,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::default();
     let mut times = Vec::with_capacity(queries);
     let mut vector_ms = Vec::with_capacity(queries);
+    let mut text_ms = Vec::with_capacity(queries);
     for _ in 0..queries {
         let q = (0..6)
             .map(|_| vocab[zipf(&mut rng, 2000)].as_str())
@@ -131,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         std::hint::black_box(index.search(&e.0, 50));
         vector_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        std::hint::black_box(store.search_text(&kb.id, &q, 50).await?);
+        text_ms.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(r);
     }
     let pct = |v: &mut Vec<f64>, p: f64| {
@@ -138,12 +142,14 @@ async fn main() -> anyhow::Result<()> {
         v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
     };
     println!(
-        "kb-retrieval chunks={chunks} queries={queries}: search p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; vector scan alone p50 {:.2} ms, p99 {:.2} ms",
+        "kb-retrieval chunks={chunks} queries={queries}: search p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; vector scan alone p50 {:.2} ms, p99 {:.2} ms; full text alone p50 {:.2} ms, p99 {:.2} ms",
         pct(&mut times, 0.5),
         pct(&mut times, 0.99),
         pct(&mut times, 1.0),
         pct(&mut vector_ms, 0.5),
         pct(&mut vector_ms, 0.99),
+        pct(&mut text_ms, 0.5),
+        pct(&mut text_ms, 0.99),
     );
     Ok(())
 }

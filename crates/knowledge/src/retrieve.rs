@@ -68,8 +68,12 @@ pub struct Hit {
 #[derive(Debug, Clone, Serialize)]
 pub struct Retrieval {
     pub hits: Vec<Hit>,
+    /// Embedding the question (the full-text search runs meanwhile).
     pub embed_ms: f64,
+    /// From the vector in hand to the ranked chunks.
     pub search_ms: f64,
+    /// The whole retrieval.
+    pub total_ms: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,17 +166,28 @@ impl Retriever {
     ) -> Result<Retrieval, RetrieveError> {
         let started = Instant::now();
         let texts = [question.to_string()];
-        let mut q = embedder
-            .embed(&texts)
-            .await?
+        let deep = s.candidates.max(s.top_k);
+        // The full-text search needs no vector: it runs while the question is embedded.
+        let embedding = async {
+            let v = embedder.embed(&texts).await;
+            (v, started.elapsed().as_secs_f64() * 1e3)
+        };
+        let words = async {
+            if s.mode == Mode::Vector {
+                return Ok(Vec::new());
+            }
+            let limit = i64::try_from(deep).unwrap_or(i64::MAX);
+            self.store.search_text(&kb.id, question, limit).await
+        };
+        let (((embedded, embed_ms), text), index) =
+            tokio::join!(async { tokio::join!(embedding, words) }, self.index(&kb.id));
+        let mut q = embedded?
             .into_iter()
             .next()
             .ok_or_else(|| EmbedError("the embedder returned no vector".into()))?;
         normalise(&mut q);
-        let embed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let index = index?;
         let searched = Instant::now();
-        let index = self.index(&kb.id).await?;
-        let deep = s.candidates.max(s.top_k);
         let vector: Vec<(i64, f32)> = if s.mode == Mode::Text {
             Vec::new()
         } else {
@@ -182,17 +197,10 @@ impl Retriever {
                 .filter(|(_, score)| *score >= s.min_score)
                 .collect()
         };
-        let text: Vec<(i64, f64)> = if s.mode == Mode::Vector {
-            Vec::new()
-        } else {
-            let limit = i64::try_from(deep).unwrap_or(i64::MAX);
-            self.store
-                .search_text(&kb.id, question, limit)
-                .await?
-                .into_iter()
-                .filter(|(id, _)| index.score(&q, *id).is_some_and(|c| c >= s.min_score))
-                .collect()
-        };
+        let text: Vec<(i64, f64)> = text?
+            .into_iter()
+            .filter(|(id, _)| index.score(&q, *id).is_some_and(|c| c >= s.min_score))
+            .collect();
         let mut fused: HashMap<i64, Hit> = HashMap::new();
         let blank = |id: i64, vector_score: f32| Hit {
             chunk: ChunkRecord {
@@ -248,6 +256,7 @@ impl Retriever {
             hits,
             embed_ms,
             search_ms: searched.elapsed().as_secs_f64() * 1e3,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
 }

@@ -712,6 +712,10 @@ impl Store {
         }
         let rows = match self.backend() {
             crate::Backend::Sqlite => {
+                let terms = self.selective_terms(terms).await?;
+                if terms.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let expr = terms
                     .iter()
                     .map(|t| format!("\"{t}\""))
@@ -744,6 +748,40 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("score")?)))
             .collect()
+    }
+
+    /// The query terms worth searching for: those in at most 2% of all chunks (at least 1,000).
+    /// A term that common says little about relevance (its BM25 weight is near zero) and
+    /// makes the search rank a large part of the table; when every term is that common the
+    /// vector ranking decides alone.
+    async fn selective_terms(&self, terms: Vec<String>) -> Result<Vec<String>, StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM kb_chunks")
+            .fetch_one(&self.pool)
+            .await?;
+        if total < 1000 {
+            return Ok(terms);
+        }
+        let cap = (total / 50).max(1000);
+        let mut counted: Vec<(i64, String)> = Vec::with_capacity(terms.len());
+        for t in terms {
+            // Counted by the index itself (so stemmed as it stems), and only up to the cap:
+            // walking a doclist is cheap, ranking it is not.
+            let docs: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT rowid FROM kb_chunks_fts WHERE kb_chunks_fts MATCH $1 LIMIT $2)",
+            )
+            .bind(format!("\"{t}\""))
+            .bind(cap + 1)
+            .fetch_one(&self.pool)
+            .await?;
+            counted.push((docs, t));
+        }
+        counted.sort();
+        let keep: Vec<String> = counted
+            .iter()
+            .filter(|(d, _)| *d <= cap)
+            .map(|(_, t)| t.clone())
+            .collect();
+        Ok(keep)
     }
 
     /// The chunks with these ids that belong to this base (others are silently absent).
