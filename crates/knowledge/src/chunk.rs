@@ -93,7 +93,6 @@ pub fn chunk(doc: &Extracted, settings: &ChunkSettings, counter: &dyn TokenCount
         let ps = pieces(&section.text, size, counter);
         let mut cur: Vec<usize> = Vec::new();
         let mut cur_tokens = 0;
-        let mut fresh = false;
         let emit = |out: &mut Vec<Chunk>, cur: &[usize]| {
             let text = cur
                 .iter()
@@ -109,9 +108,7 @@ pub fn chunk(doc: &Extracted, settings: &ChunkSettings, counter: &dyn TokenCount
         };
         for (i, (_, n)) in ps.iter().enumerate() {
             if !cur.is_empty() && cur_tokens + n > size {
-                if fresh {
-                    emit(&mut out, &cur);
-                }
+                emit(&mut out, &cur);
                 // Carry the last whole pieces that fit in the overlap (and leave room for this one).
                 let mut keep = Vec::new();
                 let mut kept = 0;
@@ -126,13 +123,12 @@ pub fn chunk(doc: &Extracted, settings: &ChunkSettings, counter: &dyn TokenCount
                 keep.reverse();
                 cur = keep;
                 cur_tokens = kept;
-                fresh = false;
             }
             cur.push(i);
             cur_tokens += n;
-            fresh = true;
         }
-        if fresh && !cur.is_empty() {
+        // Every chunk ends with at least one piece the previous one did not have.
+        if !cur.is_empty() {
             emit(&mut out, &cur);
         }
     }
