@@ -352,12 +352,21 @@ async fn a_store_outage_drops_counted_rows_within_the_bound_and_recovers() {
             .await,
     );
     let total = 80;
-    for _ in 0..total {
+    let c = env.gw.log.counters.clone();
+    for i in 0..total {
         let r = ok(env.post("paid", &chat(false)).send().await);
         assert_eq!(r.status(), 200, "a store outage never fails a request");
         let _ = r.bytes().await;
+        if i == 0 {
+            // On a fast machine every request could land inside the writer's linger window
+            // and ride in its first batch: wait until that batch is held and failing.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while c.failed_batches.load(Ordering::Relaxed) == 0 {
+                assert!(std::time::Instant::now() < deadline, "the batch never failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
-    let c = env.gw.log.counters.clone();
     assert!(c.failed_batches.load(Ordering::Relaxed) > 0);
     let dropped = c.dropped.load(Ordering::Relaxed);
     assert!(dropped > 0, "the queue is bounded");
