@@ -1,0 +1,16 @@
+//! `models`: local CPU inference with candle.
+//!
+//! - [`embed`]: BERT-family sentence embedders (MiniLM, BGE) loaded from a directory with
+//!   `config.json`, `tokenizer.json` and `model.safetensors`; CLS or mean pooling; L2-normalised.
+//! - [`chat`]: a llama-architecture GGUF chat model (SmolLM2) with ChatML prompts and streaming.
+//! - [`gguf_tokenizer`]: the byte-level BPE tokenizer rebuilt from a GGUF file's metadata.
+//! - [`error`]: [`ModelError`], the one error type.
+//!
+//! Weights are read from disk with safe reads (no mmap); nothing is fetched at run time.
+
+pub mod embed;
+pub mod error;
+
+pub use error::ModelError;
+pub mod chat;
+pub mod gguf_tokenizer;
