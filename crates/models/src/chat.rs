@@ -182,10 +182,10 @@ impl ChatModel {
         let prompt = self.encode(&Self::prompt(messages))?;
         let prompt_tokens = prompt.len();
         if prompt_tokens >= self.context {
-            return Err(ModelError::Tokenizer(format!(
-                "the prompt has {prompt_tokens} tokens; the model's context is {}",
-                self.context
-            )));
+            return Err(ModelError::PromptTooLong {
+                tokens: prompt_tokens,
+                context: self.context,
+            });
         }
         let budget = params.max_tokens.min(self.context - prompt_tokens);
         let sampling = if params.temperature <= 0.0 {

@@ -17,6 +17,18 @@ pub enum ModelError {
     /// A file is there but is not what we expect (bad JSON, unknown architecture, no vocabulary…).
     #[error("invalid model file {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// No known local model has this name.
+    #[error("no local model is called `{name}` (known: {known})", known = crate::catalog::KNOWN.iter().map(|k| k.name).collect::<Vec<_>>().join(", "))]
+    Unknown { name: String },
+    /// The model exists but cannot do what was asked (a chat model asked for embeddings…).
+    #[error("`{name}` is not a local {wanted} model")]
+    WrongTask { name: String, wanted: &'static str },
+    /// A known model whose files are not in the models directory.
+    #[error("the local model `{name}` is not installed in {dir}: run `gateway models pull {name}`")]
+    NotInstalled { name: &'static str, dir: PathBuf },
+    /// The prompt leaves no room in the model's context window.
+    #[error("the prompt has {tokens} tokens; the model's context window is {context}")]
+    PromptTooLong { tokens: usize, context: usize },
     /// The tokenizer failed on an input.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -362,7 +362,10 @@ async fn a_store_outage_drops_counted_rows_within_the_bound_and_recovers() {
             // and ride in its first batch: wait until that batch is held and failing.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while c.failed_batches.load(Ordering::Relaxed) == 0 {
-                assert!(std::time::Instant::now() < deadline, "the batch never failed");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the batch never failed"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

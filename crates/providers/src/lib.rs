@@ -3,7 +3,8 @@
 //! - [`spec`]: a provider's kind, base URL, credential and options, validated.
 //! - [`vendors`]: the table of OpenAI-compatible vendors (data, not code).
 //! - [`provider`]: the handle the data plane calls; dispatches on the wire format to
-//!   [`openai`] (OpenAI, Azure, every compatible vendor), [`anthropic`] or [`gemini`].
+//!   [`openai`] (OpenAI, Azure, every compatible vendor), [`anthropic`], [`gemini`] or
+//!   [`local`] (the built-in CPU models).
 //! - [`egress`]: the guard every outbound connection passes (public addresses only, unless
 //!   allow-listed; metadata never; the resolved address pinned).
 //! - [`http`]: the shared hyper client (no redirects, proxies or retries), each provider's
@@ -20,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod gemini;
 pub mod http;
+pub mod local;
 pub mod openai;
 pub mod provider;
 pub mod spec;

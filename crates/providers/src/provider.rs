@@ -12,7 +12,7 @@ use wire::openai::{
 use crate::error::ProviderError;
 use crate::http::{self, Upstream};
 use crate::spec::{ProviderKind, ProviderSpec};
-use crate::{anthropic, gemini, openai};
+use crate::{anthropic, gemini, local, openai};
 
 /// A non-streaming answer.
 #[derive(Debug, Clone)]
@@ -134,6 +134,7 @@ impl Provider {
     /// `model` is the upstream model name; the consumer's `req.model` is not sent.
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutput, ProviderError> {
         match self.spec.kind {
+            ProviderKind::Local => local::chat(&self.spec, req, model).await,
             ProviderKind::Anthropic => anthropic::chat(&self.up, &self.spec, req, model).await,
             ProviderKind::Gemini => gemini::chat(&self.up, &self.spec, req, model).await,
             _ => openai::chat(&self.up, &self.spec, self.chat_uri.as_ref(), req, model).await,
@@ -147,6 +148,7 @@ impl Provider {
         model: &str,
     ) -> Result<ChunkStream, ProviderError> {
         match self.spec.kind {
+            ProviderKind::Local => local::chat_stream(&self.spec, req, model).await,
             ProviderKind::Anthropic => {
                 anthropic::chat_stream(&self.up, &self.spec, req, model).await
             }
@@ -168,6 +170,7 @@ impl Provider {
                 "Anthropic offers no embeddings API; route this model to an embeddings provider",
             )),
             ProviderKind::Gemini => gemini::embeddings(&self.up, &self.spec, req).await,
+            ProviderKind::Local => local::embeddings(&self.spec, req).await,
             _ => openai::embeddings(&self.up, &self.spec, req).await,
         }
     }
@@ -179,11 +182,13 @@ impl Provider {
         timeout: std::time::Duration,
     ) -> Result<Bytes, ProviderError> {
         match self.spec.kind {
-            ProviderKind::Anthropic | ProviderKind::Gemini => Err(ProviderError::new(
-                &self.spec.name,
-                crate::ErrorClass::BadRequest,
-                "this provider offers no OpenAI moderation API",
-            )),
+            ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Local => {
+                Err(ProviderError::new(
+                    &self.spec.name,
+                    crate::ErrorClass::BadRequest,
+                    "this provider offers no OpenAI moderation API",
+                ))
+            }
             _ => openai::moderations(&self.up, &self.spec, body, timeout).await,
         }
     }
@@ -191,6 +196,7 @@ impl Provider {
     /// A cheap authenticated call (the model list) that proves the base URL and key work.
     pub async fn health(&self) -> Result<(), ProviderError> {
         match self.spec.kind {
+            ProviderKind::Local => local::health(&self.spec).await,
             ProviderKind::Anthropic => anthropic::health(&self.up, &self.spec).await,
             ProviderKind::Gemini => gemini::health(&self.up, &self.spec).await,
             _ => openai::health(&self.up, &self.spec).await,

@@ -16,6 +16,8 @@ pub enum ProviderKind {
     Gemini,
     /// An OpenAI-compatible vendor from the table.
     Compatible(&'static Vendor),
+    /// The built-in CPU models; `base_url` is the models directory.
+    Local,
 }
 
 impl ProviderKind {
@@ -25,6 +27,7 @@ impl ProviderKind {
             "azure_openai" | "azure" => ProviderKind::AzureOpenAi,
             "anthropic" => ProviderKind::Anthropic,
             "gemini" | "google" => ProviderKind::Gemini,
+            "local" => ProviderKind::Local,
             other => ProviderKind::Compatible(vendors::find(other)?),
         })
     }
@@ -36,12 +39,13 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Compatible(v) => v.kind,
+            ProviderKind::Local => "local",
         }
     }
 
     /// Every kind name an operator may write.
     pub fn all_names() -> Vec<&'static str> {
-        let mut v = vec!["openai", "azure_openai", "anthropic", "gemini"];
+        let mut v = vec!["openai", "azure_openai", "anthropic", "gemini", "local"];
         v.extend(vendors::VENDORS.iter().map(|v| v.kind));
         v
     }
@@ -53,12 +57,14 @@ impl ProviderKind {
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
             ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
             ProviderKind::Compatible(v) => v.base_url,
+            ProviderKind::Local => None,
         }
     }
 
     pub fn needs_key(self) -> bool {
         match self {
             ProviderKind::Compatible(v) => v.needs_key,
+            ProviderKind::Local => false,
             _ => true,
         }
     }
@@ -120,13 +126,20 @@ impl ProviderSpec {
             SpecError::UnknownKind(kind.to_string(), ProviderKind::all_names().join(", "))
         })?;
         let base = match base_url.filter(|s| !s.is_empty()) {
+            // The local provider's "base URL" is its models directory.
+            Some(b) if kind == ProviderKind::Local => b.to_string(),
+            None if kind == ProviderKind::Local => {
+                models::catalog::default_dir().display().to_string()
+            }
             Some(b) => b.trim_end_matches('/').to_string(),
             None => kind
                 .default_base_url()
                 .ok_or_else(|| SpecError::MissingBaseUrl(name.to_string(), kind.as_str()))?
                 .to_string(),
         };
-        check_base_url(name, &base)?;
+        if kind != ProviderKind::Local {
+            check_base_url(name, &base)?;
+        }
         Ok(ProviderSpec {
             name: name.to_string(),
             kind,

@@ -21,6 +21,7 @@
 pub mod anthropic;
 pub mod emulator;
 pub mod gemini;
+pub mod models;
 pub mod moderation;
 pub mod openai;
 pub mod reply;
