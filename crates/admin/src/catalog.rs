@@ -375,6 +375,22 @@ pub struct EdgeSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `GATEWAY_DEV=1`: the `default` API is public unless one is stored.
     pub open_default: bool,
+    /// The models directory of the implicit `local` provider (`None`: no implicit provider).
+    pub local_models: Option<std::path::PathBuf>,
+}
+
+/// The built-in CPU models as provider `local`, unless the operator configured one of that
+/// name: lowest priority, so it answers only what no other provider claims (and everything when
+/// no other provider is configured).
+fn implicit_local(dir: &std::path::Path) -> Option<providers::ProviderSpec> {
+    let mut spec = providers::ProviderSpec::build("local", "local", dir.to_str(), None).ok()?;
+    spec.priority = i64::MIN;
+    spec.models = models::catalog::KNOWN
+        .iter()
+        .filter(|k| k.installed(dir))
+        .map(|k| k.name.to_string())
+        .collect();
+    Some(spec)
 }
 
 /// Builds the data-plane snapshot from what the store holds. A stored row that no longer
@@ -390,6 +406,12 @@ pub async fn snapshot_from_store(
             continue;
         }
         specs.push(ProviderDef::from_record(r).spec(&format!("providers[{i}]"))?);
+    }
+    if let Some(dir) = &edge.local_models
+        && !specs.iter().any(|s| s.name == "local")
+        && let Some(local) = implicit_local(dir)
+    {
+        specs.push(local);
     }
     let routes = store
         .list_models()

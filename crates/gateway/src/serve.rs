@@ -160,6 +160,7 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
         edge: admin::catalog::EdgeSettings {
             trusted_proxies: s.trusted_proxies.clone(),
             open_default: s.dev,
+            local_models: s.local_models.then(|| s.models_dir.clone()),
         },
     });
     let first = admin::catalog::snapshot_from_store(&store, &admin_state.http, &admin_state.edge)

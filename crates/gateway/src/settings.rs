@@ -38,6 +38,10 @@ pub struct Settings {
     pub kb_max_upload_bytes: usize,
     /// `GATEWAY_KB_WORKERS` (default 1): documents indexed at once.
     pub kb_workers: usize,
+    /// `GATEWAY_MODELS_DIR` (default `GATEWAY_DATA_DIR/models`): the local models.
+    pub models_dir: PathBuf,
+    /// `GATEWAY_LOCAL_MODELS=off` removes the implicit `local` provider.
+    pub local_models: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -164,7 +168,17 @@ impl Settings {
                 _ => bail!("GATEWAY_KB_WORKERS must be a number (0 to 16)"),
             },
         };
+        let models_dir = var("GATEWAY_MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("models"));
+        let local_models = match var("GATEWAY_LOCAL_MODELS").as_deref().map(str::trim) {
+            None | Some("on" | "1" | "true") => true,
+            Some("off" | "0" | "false") => false,
+            Some(_) => bail!("GATEWAY_LOCAL_MODELS must be on or off"),
+        };
         let s = Settings {
+            models_dir,
+            local_models,
             kb_max_upload_bytes,
             kb_workers,
             egress,

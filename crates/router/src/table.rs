@@ -176,6 +176,13 @@ impl RoutingTable {
         {
             return Ok(self.single(&p.name, model));
         }
+        // With nothing but local models configured (a fresh gateway), they answer every name.
+        if !model.contains('/')
+            && let Some(local) = self.providers.iter().find(|p| p.kind == ProviderKind::Local)
+            && self.providers.iter().all(|p| p.kind == ProviderKind::Local)
+        {
+            return Ok(self.single(&local.name, model));
+        }
         match model.split_once('/') {
             Some((prov, _)) if !prov.is_empty() => Err(RouteError::UnknownProvider(
                 model.to_string(),

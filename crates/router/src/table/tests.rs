@@ -97,3 +97,43 @@ fn unclaimed_names_go_to_the_highest_priority_lister() {
         Err(RouteError::UnknownModel("mystery".into()))
     );
 }
+
+#[test]
+fn local_models_answer_every_name_only_when_nothing_else_is_configured() {
+    let fresh = RoutingTable::new(
+        vec![entry("local", "local", &["smollm2", "minilm"], i64::MIN)],
+        vec![],
+    );
+    assert_eq!(
+        first(&fresh, "gpt-4o-mini"),
+        Some(("local".into(), "gpt-4o-mini".into()))
+    );
+    assert_eq!(
+        first(&fresh, "local/smollm2"),
+        Some(("local".into(), "smollm2".into()))
+    );
+    // A provider name nobody configured stays an error, not a silent local answer.
+    assert!(fresh.resolve("openai/gpt-4o").is_err());
+
+    let mixed = RoutingTable::new(
+        vec![
+            entry("local", "local", &["smollm2"], i64::MIN),
+            entry("oai", "openai", &["shared"], 0),
+        ],
+        vec![],
+    );
+    assert_eq!(
+        first(&mixed, "gpt-4o"),
+        Some(("oai".into(), "gpt-4o".into()))
+    );
+    assert_eq!(
+        first(&mixed, "smollm2"),
+        Some(("local".into(), "smollm2".into()))
+    );
+    assert_eq!(
+        first(&mixed, "local/smollm2"),
+        Some(("local".into(), "smollm2".into()))
+    );
+    // A misspelt name is an error once real providers exist.
+    assert!(mixed.resolve("no-such-model").is_err());
+}
