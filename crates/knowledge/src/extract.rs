@@ -7,6 +7,9 @@
 
 use std::time::Duration;
 
+mod docx;
+mod pdf;
+
 /// Hard limits on what parsing one untrusted upload may cost.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -84,16 +87,17 @@ pub fn extract(name: &str, bytes: &[u8], limits: &Limits) -> Result<Extracted, E
         "csv" => csv(&text(bytes)?),
         "html" | "htm" => Ok(html(&text(bytes)?)),
         "xml" => xml(&text(bytes)?, limits),
-        "pdf" | "docx" => {
-            if ext == "pdf" && !bytes.starts_with(b"%PDF-") {
+        "pdf" => {
+            if !bytes.starts_with(b"%PDF-") {
                 return Err(invalid("not a PDF file (it does not start with %PDF-)"));
             }
-            if ext == "docx" && !bytes.starts_with(b"PK\x03\x04") {
+            pdf::pdf(bytes, limits)
+        }
+        "docx" => {
+            if !bytes.starts_with(b"PK\x03\x04") {
                 return Err(invalid("not a DOCX file (it is not a zip container)"));
             }
-            Err(ExtractError::Unsupported(format!(
-                "{ext} (text extraction for this format is not built yet)"
-            )))
+            docx::docx(bytes, limits)
         }
         _ => Err(ExtractError::Unsupported(ext)),
     }
