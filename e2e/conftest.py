@@ -202,6 +202,7 @@ def stack(request):
         GATEWAY_ADMIN_TOKEN=admin_token,
         GATEWAY_LOG=os.environ.get("E2E_GATEWAY_LOG", "info"),
         GATEWAY_SSE_KEEPALIVE_MS="300",
+        GATEWAY_MODELS_AUTO_PULL="off",
         # The emulator is on loopback, which the egress guard refuses unless allow-listed.
         GATEWAY_EGRESS_ALLOW="127.0.0.0/8",
     )

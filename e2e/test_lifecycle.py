@@ -47,6 +47,8 @@ def user(text: str) -> list[dict]:
 def base_env(**extra: str) -> dict[str, str]:
     """The test process's environment without any GATEWAY_* variable, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    # No download from the model hub in tests: only loopback is reachable.
+    env["GATEWAY_MODELS_AUTO_PULL"] = "off"
     env.update(extra)
     return env
 

@@ -85,7 +85,7 @@ async fn resolve(c: &AdminClient, target: &str) -> anyhow::Result<String> {
     Ok(target.to_string())
 }
 
-fn bar(done: usize, total: usize) -> String {
+pub(crate) fn bar(done: usize, total: usize) -> String {
     const WIDTH: usize = 30;
     let filled = (done * WIDTH)
         .checked_div(total)

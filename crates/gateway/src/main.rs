@@ -11,6 +11,7 @@ mod config_file;
 mod function_cli;
 mod kb_cli;
 mod logs_cli;
+mod models_cli;
 mod otel;
 mod serve;
 mod settings;
@@ -78,6 +79,11 @@ enum Cmd {
     Function {
         #[command(subcommand)]
         cmd: function_cli::FunctionCmd,
+    },
+    /// Local CPU models: pull a known model, list what is installed.
+    Models {
+        #[command(subcommand)]
+        cmd: models_cli::ModelsCmd,
     },
     /// Knowledge bases: create, upload documents, status, test queries.
     Kb {
@@ -298,6 +304,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Function { cmd } => {
             function_cli::function(&cli::AdminClient::from_env()?, cmd).await?
         }
+        Cmd::Models { cmd } => models_cli::models(cmd).await?,
         Cmd::Kb { cmd } => kb_cli::kb(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Token { cmd } => access_cli::token(&cli::AdminClient::from_env()?, cmd).await?,
         Cmd::Secrets { cmd } => access_cli::secrets(&cli::AdminClient::from_env()?, cmd).await?,

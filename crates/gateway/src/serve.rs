@@ -172,6 +172,12 @@ pub async fn start(s: Settings) -> anyhow::Result<()> {
             other => anyhow::anyhow!("cannot load the configuration from the store: {other}"),
         })?;
     gateway.swap(first);
+    if s.local_models && s.models_auto_pull {
+        tokio::spawn(pull_default_chat_model(
+            admin_state.clone(),
+            s.models_dir.clone(),
+        ));
+    }
     gateway.jwt.set_http(admin_state.http.clone());
     // Revoked and rotated keys leave this instance's cache within a second.
     let key_watch = gateway.keys.watch();
@@ -359,4 +365,43 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// A gateway with no provider answers with its local chat model: fetch it in the background on
+/// the first start, so a new user gets a reply without a manual step.
+async fn pull_default_chat_model(admin: Arc<AdminState>, models_dir: std::path::PathBuf) {
+    let snap = admin.gateway.snapshot();
+    let only_local = snap
+        .table
+        .providers()
+        .iter()
+        .all(|p| p.kind == providers::ProviderKind::Local);
+    let Some(known) = models::catalog::find(models::catalog::DEFAULT_CHAT) else {
+        return;
+    };
+    if !only_local || known.installed(&models_dir) {
+        return;
+    }
+    tracing::info!(
+        model = known.name,
+        dir = %models_dir.display(),
+        "no provider is configured: downloading the local chat model so the gateway can answer \
+         (GATEWAY_MODELS_AUTO_PULL=off skips this)"
+    );
+    let sources = crate::models_cli::Sources::from_env();
+    let mut quiet = crate::models_cli::Progress::quiet();
+    match crate::models_cli::pull(known, &models_dir, &sources, &mut quiet).await {
+        Ok(()) => {
+            tracing::info!(model = known.name, "local chat model installed");
+            if let Err(e) = admin::api::reload(&admin).await {
+                tracing::warn!(error = %e, "cannot reload the configuration");
+            }
+        }
+        Err(e) => tracing::warn!(
+            model = known.name,
+            error = format!("{e:#}"),
+            "cannot download the local chat model: add a provider, or run `gateway models pull {}`",
+            known.name
+        ),
+    }
 }

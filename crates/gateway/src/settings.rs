@@ -42,10 +42,22 @@ pub struct Settings {
     pub models_dir: PathBuf,
     /// `GATEWAY_LOCAL_MODELS=off` removes the implicit `local` provider.
     pub local_models: bool,
+    /// `GATEWAY_MODELS_AUTO_PULL=off`: a gateway with no provider does not download its local
+    /// chat model at start.
+    pub models_auto_pull: bool,
 }
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A switch that is on unless set to off.
+fn on_off(name: &str) -> anyhow::Result<bool> {
+    match var(name).as_deref().map(str::trim) {
+        None | Some("on" | "1" | "true") => Ok(true),
+        Some("off" | "0" | "false") => Ok(false),
+        Some(_) => bail!("{name} must be on or off"),
+    }
 }
 
 fn port(name: &str, default: u16) -> anyhow::Result<u16> {
@@ -118,11 +130,7 @@ impl Settings {
                 _ => bail!("GATEWAY_LOG_QUEUE must be a number of rows (1 to 10000000)"),
             },
         };
-        let request_log = match var("GATEWAY_REQUEST_LOG").as_deref().map(str::trim) {
-            None | Some("on" | "1" | "true") => true,
-            Some("off" | "0" | "false") => false,
-            Some(_) => bail!("GATEWAY_REQUEST_LOG must be on or off"),
-        };
+        let request_log = on_off("GATEWAY_REQUEST_LOG")?;
         let sse_keepalive = match var("GATEWAY_SSE_KEEPALIVE_MS") {
             None => pipeline::Limits::default().sse_keepalive,
             Some(v) => match v.trim().parse::<u64>() {
@@ -171,14 +179,12 @@ impl Settings {
         let models_dir = var("GATEWAY_MODELS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| data_dir.join("models"));
-        let local_models = match var("GATEWAY_LOCAL_MODELS").as_deref().map(str::trim) {
-            None | Some("on" | "1" | "true") => true,
-            Some("off" | "0" | "false") => false,
-            Some(_) => bail!("GATEWAY_LOCAL_MODELS must be on or off"),
-        };
+        let local_models = on_off("GATEWAY_LOCAL_MODELS")?;
+        let models_auto_pull = on_off("GATEWAY_MODELS_AUTO_PULL")?;
         let s = Settings {
             models_dir,
             local_models,
+            models_auto_pull,
             kb_max_upload_bytes,
             kb_workers,
             egress,

@@ -178,7 +178,10 @@ impl RoutingTable {
         }
         // With nothing but local models configured (a fresh gateway), they answer every name.
         if !model.contains('/')
-            && let Some(local) = self.providers.iter().find(|p| p.kind == ProviderKind::Local)
+            && let Some(local) = self
+                .providers
+                .iter()
+                .find(|p| p.kind == ProviderKind::Local)
             && self.providers.iter().all(|p| p.kind == ProviderKind::Local)
         {
             return Ok(self.single(&local.name, model));
