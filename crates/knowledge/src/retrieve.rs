@@ -17,6 +17,9 @@ use store::{Store, StoreError};
 use crate::index::{VectorIndex, normalise};
 use crate::{EmbedError, Embedder};
 
+/// The share of the question's search terms a chunk must contain to rank in the text list.
+const MIN_SHOULD_MATCH: f64 = 0.5;
+
 /// Reciprocal-rank constant: the usual 60 keeps one list's top hit from drowning the other's.
 const RRF_K: f64 = 60.0;
 
@@ -221,6 +224,30 @@ impl Retriever {
             h.vector_rank = Some(rank + 1);
             h.fused_score += 1.0 / (RRF_K + (rank + 1) as f64);
         }
+        // An any-word search ranks a chunk that shares one common word with the question; like
+        // a minimum-should-match of 50 %, only chunks with at least half of the question's
+        // terms keep a text rank, so stray words cannot outvote the vector ranking. (Text-only
+        // retrieval keeps every match: there is no other ranking to protect.)
+        let mut records: HashMap<i64, ChunkRecord> = HashMap::new();
+        if s.mode == Mode::Hybrid && !text.is_empty() {
+            let ids: Vec<i64> = text.iter().map(|(id, _)| *id).collect();
+            for c in self.store.get_chunks(&kb.id, &ids).await? {
+                records.insert(c.id, c);
+            }
+        }
+        let terms: Vec<String> = store::knowledge::fts_terms(question)
+            .iter()
+            .map(|t| stem(t).to_string())
+            .collect();
+        let text: Vec<(i64, f64)> = text
+            .into_iter()
+            .filter(|(id, _)| {
+                s.mode != Mode::Hybrid
+                    || records
+                        .get(id)
+                        .is_some_and(|c| coverage(&terms, c) >= MIN_SHOULD_MATCH)
+            })
+            .collect();
         for (rank, (id, score)) in text.iter().enumerate() {
             let cos = index.score(&q, *id).unwrap_or(0.0);
             let h = fused.entry(*id).or_insert_with(|| blank(*id, cos));
@@ -236,15 +263,17 @@ impl Retriever {
                 .then(a.chunk.id.cmp(&b.chunk.id))
         });
         hits.truncate(s.top_k);
-        let ids: Vec<i64> = hits.iter().map(|h| h.chunk.id).collect();
-        // Filtered by the base again: a stale index can never surface another base's chunk.
-        let mut records: HashMap<i64, ChunkRecord> = self
-            .store
-            .get_chunks(&kb.id, &ids)
-            .await?
-            .into_iter()
-            .map(|c| (c.id, c))
+        let ids: Vec<i64> = hits
+            .iter()
+            .map(|h| h.chunk.id)
+            .filter(|id| !records.contains_key(id))
             .collect();
+        // Filtered by the base again: a stale index can never surface another base's chunk.
+        if !ids.is_empty() {
+            for c in self.store.get_chunks(&kb.id, &ids).await? {
+                records.insert(c.id, c);
+            }
+        }
         let hits = hits
             .into_iter()
             .filter_map(|mut h| {
@@ -259,6 +288,41 @@ impl Retriever {
             total_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
+}
+
+/// A crude English stem, enough to match `uploading` with `upload` and `needs` with `need`.
+fn stem(word: &str) -> &str {
+    for suffix in ["ing", "ed", "es", "s"] {
+        if let Some(root) = word.strip_suffix(suffix)
+            && root.chars().count() >= 3
+        {
+            return root;
+        }
+    }
+    word
+}
+
+/// The share of the question's (stemmed) terms that occur in the chunk's text or heading.
+fn coverage(terms: &[String], chunk: &ChunkRecord) -> f64 {
+    if terms.is_empty() {
+        return 1.0;
+    }
+    let mut words: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for w in chunk
+        .text
+        .split(|c: char| !c.is_alphanumeric())
+        .chain(
+            chunk
+                .heading
+                .iter()
+                .flat_map(|h| h.split(|c: char| !c.is_alphanumeric())),
+        )
+        .filter(|w| !w.is_empty())
+    {
+        words.insert(stem(&w.to_lowercase()).to_string());
+    }
+    let found = terms.iter().filter(|t| words.contains(t.as_str())).count();
+    found as f64 / terms.len() as f64
 }
 
 /// The system message that carries retrieved chunks: marked as data, one delimited block per

@@ -193,7 +193,7 @@ fn decode_vector_into(bytes: &[u8], out: &mut Vec<f32>) {
 
 /// The words of a question as a full-text query that cannot be misread as query syntax: each
 /// term quoted, any of them may match. `None` when nothing searchable is left.
-fn fts_terms(query: &str) -> Vec<String> {
+pub fn fts_terms(query: &str) -> Vec<String> {
     let mut terms: Vec<String> = query
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.chars().count() >= 2 && !STOP_WORDS.contains(&w.to_lowercase().as_str()))
