@@ -9,6 +9,7 @@ The model files are the small real ones `scripts/test-models.sh` fetches from Py
 from __future__ import annotations
 
 import hashlib
+import secrets
 import http.server
 import os
 import threading
@@ -268,5 +269,61 @@ def test_a_fresh_gateway_downloads_its_chat_model_by_itself(tmp_path, origin, mo
                 time.sleep(0.5)
         assert r.json()["choices"][0]["message"]["content"] is not None
         assert f"/{SMOL_REPO}/resolve/main/{SMOL_FILE}" in origin.hits
+    finally:
+        gw.stop()
+
+
+RAG_YAML = """
+knowledge_bases:
+  - {name: handbook, chunk_tokens: 60, overlap_tokens: 0}
+apis:
+  - {slug: help, auth: public, rag: {knowledge_base: handbook, top_k: 2, min_score: 0.1}}
+"""
+
+HANDBOOK = """# Parental leave
+
+Employees who become parents may take up to twenty weeks of paid leave in the first year.
+
+# Laptop replacement
+
+Company laptops are replaced every four years, or sooner when a repair costs more than half the value.
+
+# Office access
+
+The building opens at seven and closes at nine in the evening; badges do not work on public holidays.
+"""
+
+
+def test_a_knowledge_base_from_yaml_indexes_with_the_local_embedder_and_grounds_answers(tmp_path, model_files):
+    admin_token = "gwa_e2e_" + secrets.token_hex(16)
+    env = models_env(tmp_path, GATEWAY_ADMIN_TOKEN=admin_token)
+    install_both(env, model_files)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(RAG_YAML)
+    env["GATEWAY_CONFIG"] = str(config)
+    gw = GatewayProcess(env, tmp_path, "rag").wait_ready()
+    try:
+        cli_env = base_env(GATEWAY_ADMIN_URL=gw.admin_url, GATEWAY_ADMIN_TOKEN=admin_token)
+        r = run_gateway("kb", "list", env=cli_env)
+        assert r.returncode == 0 and "handbook" in r.stdout and "local/minilm" in r.stdout, r.stdout + r.stderr
+        doc = tmp_path / "handbook.md"
+        doc.write_text(HANDBOOK)
+        # Uploads, then follows the indexing (MiniLM on this machine's CPU) until ready.
+        r = run_gateway("kb", "upload", "help", str(doc), env=cli_env)
+        assert r.returncode == 0, r.stderr
+        r = run_gateway("kb", "query", "help", "When do I get a new computer?", env=cli_env)
+        assert r.returncode == 0, r.stderr
+        first = r.stdout.split("\n#1 ", 1)[1].splitlines()[0]
+        assert "handbook.md" in first and "Laptop replacement" in first, r.stdout
+
+        client = openai.OpenAI(base_url=f"{gw.url}/help/v1", api_key="none", max_retries=0, timeout=120)
+        raw = client.chat.completions.with_raw_response.create(
+            model="anything", max_tokens=8, temperature=0,
+            messages=[{"role": "user", "content": "How many weeks of parental leave do I get?"}],
+        )
+        assert raw.headers["x-gateway-provider"] == "local"
+        assert "handbook.md" in raw.headers.get("x-gateway-rag-sources", ""), dict(raw.headers)
+        # The excerpts went into the prompt: it is far longer than the question alone.
+        assert raw.parse().usage.prompt_tokens > 60
     finally:
         gw.stop()

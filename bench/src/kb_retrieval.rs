@@ -4,8 +4,10 @@
 //! The chunks' texts are drawn from a Zipf-like vocabulary of 20,000 words (so full-text
 //! postings have realistic lengths) and their vectors are random unit vectors. Each query is
 //! 6 words and a precomputed vector: this measures the search side (vector scan + BM25 +
-//! fusion + loading the chunk rows); the query embedding's cost comes from `models` benches
-//! and is added in the report. Prints p50/p99/max per query and the index load time.
+//! fusion + loading the chunk rows). With GATEWAY_TEST_MINILM_DIR set, each query is also
+//! embedded by the real MiniLM (its vector then replaces the random one; it runs while the
+//! full-text search does, as in the gateway), so the figure is embed + search. Prints
+//! p50/p99/max per query and the index load time.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +18,8 @@ use rand::{Rng, SeedableRng};
 use store::knowledge::{ChunkInput, KbInput};
 
 const DIM: usize = 384;
+
+mod minilm;
 
 struct Fixed(Vec<f32>);
 
@@ -116,6 +120,21 @@ async fn main() -> anyhow::Result<()> {
         loaded.elapsed().as_secs_f64() * 1e3
     );
 
+    let bert = match std::env::var_os("GATEWAY_TEST_MINILM_DIR") {
+        Some(dir) => Some(Arc::new(models::embed::BertEmbedder::load(
+            std::path::Path::new(&dir),
+            None,
+        )?)),
+        None => None,
+    };
+    eprintln!(
+        "query vectors: {}",
+        if bert.is_some() {
+            "MiniLM (embed + search)"
+        } else {
+            "precomputed (search only)"
+        }
+    );
     let settings = Settings::default();
     let mut times = Vec::with_capacity(queries);
     let mut vector_ms = Vec::with_capacity(queries);
@@ -127,7 +146,13 @@ async fn main() -> anyhow::Result<()> {
             .join(" ");
         let e = Arc::new(Fixed(unit(&mut rng)));
         let t = Instant::now();
-        let r = retriever.retrieve(&kb, e.as_ref(), &q, &settings).await?;
+        let r = match &bert {
+            Some(b) => {
+                let m = minilm::MiniLm(b.clone());
+                retriever.retrieve(&kb, &m, &q, &settings).await?
+            }
+            None => retriever.retrieve(&kb, e.as_ref(), &q, &settings).await?,
+        };
         times.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         std::hint::black_box(index.search(&e.0, 50));

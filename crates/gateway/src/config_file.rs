@@ -25,6 +25,46 @@ pub struct ConfigFile {
     /// Operators' functions (hooks and function backends), by name.
     #[serde(default)]
     pub functions: Vec<admin::functions::FunctionDef>,
+    /// Knowledge bases (their documents are uploaded through the admin API or CLI).
+    #[serde(default)]
+    pub knowledge_bases: Vec<KbDef>,
+}
+
+/// A knowledge base as config: created when missing, its settings updated when present (the
+/// embedding model of a base with documents cannot change: the start then fails and says so).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KbDef {
+    pub name: String,
+    #[serde(default = "default_embedding_model")]
+    pub embedding_model: String,
+    #[serde(default = "default_chunk_tokens")]
+    pub chunk_tokens: i64,
+    #[serde(default = "default_overlap_tokens")]
+    pub overlap_tokens: i64,
+}
+
+fn default_embedding_model() -> String {
+    "local/minilm".into()
+}
+
+fn default_chunk_tokens() -> i64 {
+    200
+}
+
+fn default_overlap_tokens() -> i64 {
+    40
+}
+
+impl KbDef {
+    pub fn to_input(&self) -> store::knowledge::KbInput {
+        store::knowledge::KbInput {
+            name: self.name.clone(),
+            embedding_model: self.embedding_model.clone(),
+            chunk_tokens: self.chunk_tokens,
+            overlap_tokens: self.overlap_tokens,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +176,20 @@ fn validate(cfg: &ConfigFile, existing: &HashSet<String>) -> Result<(), (String,
             return Err((
                 format!("{path}.name"),
                 format!("function '{}' is defined twice", f.name),
+            ));
+        }
+    }
+    let mut bases = HashSet::new();
+    for (i, kb) in cfg.knowledge_bases.iter().enumerate() {
+        let path = format!("knowledge_bases[{i}]");
+        if let Err(store::StoreError::Invalid(m)) = kb.to_input().check() {
+            let (field, message) = m.split_once(": ").unwrap_or(("name", m.as_str()));
+            return Err((format!("{path}.{field}"), message.to_string()));
+        }
+        if !bases.insert(kb.name.clone()) {
+            return Err((
+                format!("{path}.name"),
+                format!("knowledge base '{}' is defined twice", kb.name),
             ));
         }
     }

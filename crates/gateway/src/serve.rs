@@ -100,6 +100,21 @@ pub async fn apply_config_file(
     for f in &cfg.functions {
         store.put_function(&f.to_input()).await?;
     }
+    for (i, kb) in cfg.knowledge_bases.iter().enumerate() {
+        let input = kb.to_input();
+        let saved = match store.get_kb(&kb.name).await? {
+            None => store.create_kb(&input).await.map(|_| ()),
+            Some(_) => {
+                let patch = store::knowledge::KbPatch {
+                    embedding_model: Some(input.embedding_model),
+                    chunk_tokens: Some(input.chunk_tokens),
+                    overlap_tokens: Some(input.overlap_tokens),
+                };
+                store.update_kb(&kb.name, &patch).await.map(|_| ())
+            }
+        };
+        saved.with_context(|| format!("{}: knowledge_bases[{i}] ({})", path.display(), kb.name))?;
+    }
     for a in &cfg.apis {
         store.upsert_api(&a.to_input()?).await?;
     }

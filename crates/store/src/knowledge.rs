@@ -26,6 +26,24 @@ pub struct KbInput {
     pub overlap_tokens: i64,
 }
 
+impl KbInput {
+    /// What `create_kb` accepts; the message starts with the field's name.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if !valid_name(&self.name) {
+            return Err(StoreError::Invalid(
+                "name: 1-64 letters, digits, '-' or '_'".into(),
+            ));
+        }
+        if self.embedding_model.trim().is_empty() || self.embedding_model.len() > 200 {
+            return Err(StoreError::Invalid(
+                "embedding_model: a model name such as local/minilm or openai/text-embedding-3-small"
+                    .into(),
+            ));
+        }
+        check_sizes(self.chunk_tokens, self.overlap_tokens)
+    }
+}
+
 /// A change to a knowledge base; `None` keeps the stored value.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KbPatch {
@@ -214,18 +232,7 @@ const STOP_WORDS: &[&str] = &[
 
 impl Store {
     pub async fn create_kb(&self, input: &KbInput) -> Result<KbRecord, StoreError> {
-        if !valid_name(&input.name) {
-            return Err(StoreError::Invalid(
-                "name: 1-64 letters, digits, '-' or '_'".into(),
-            ));
-        }
-        if input.embedding_model.trim().is_empty() || input.embedding_model.len() > 200 {
-            return Err(StoreError::Invalid(
-                "embedding_model: a model name such as local/minilm or openai/text-embedding-3-small"
-                    .into(),
-            ));
-        }
-        check_sizes(input.chunk_tokens, input.overlap_tokens)?;
+        input.check()?;
         let now = now_ms();
         let id = new_id();
         sqlx::query(

@@ -196,3 +196,44 @@ fn stage_settings_errors_name_the_line_and_field() {
         .unwrap_or_default();
     assert!(e.contains("functions[0].deadline_ms"), "{e}");
 }
+
+#[test]
+fn knowledge_bases_load_with_defaults() {
+    let text = "knowledge_bases:\n  - {name: help}\n  - {name: legal, embedding_model: openai/text-embedding-3-small, chunk_tokens: 400, overlap_tokens: 0}\n";
+    let cfg = parse_str(text).map_err(|e| e.to_string());
+    let kbs = cfg.map(|c| c.knowledge_bases);
+    let kbs = kbs.as_deref().unwrap_or_default();
+    assert_eq!(kbs.len(), 2);
+    assert_eq!(
+        (
+            kbs[0].embedding_model.as_str(),
+            kbs[0].chunk_tokens,
+            kbs[0].overlap_tokens
+        ),
+        ("local/minilm", 200, 40)
+    );
+    assert_eq!(kbs[1].chunk_tokens, 400);
+}
+
+#[test]
+fn knowledge_base_errors_name_the_line_and_field() {
+    let text = "knowledge_bases:\n  - name: help\n  - name: other\n    chunk_tokens: 8\n";
+    let e = parse_str(text).err();
+    assert_eq!(
+        e.as_ref()
+            .map(|e| (e.line, e.field.as_str(), e.message.as_str())),
+        Some((4, "knowledge_bases[1].chunk_tokens", "between 16 and 8192"))
+    );
+    let text = "knowledge_bases:\n  - name: help\n  - name: help\n";
+    let e = parse_str(text).err();
+    assert_eq!(
+        e.as_ref().map(|e| (e.line, e.field.as_str())),
+        Some((3, "knowledge_bases[1].name"))
+    );
+    let text = "knowledge_bases:\n  - name: \"no spaces\"\n";
+    let e = parse_str(text).err();
+    assert_eq!(
+        e.as_ref().map(|e| e.field.as_str()),
+        Some("knowledge_bases[0].name")
+    );
+}
