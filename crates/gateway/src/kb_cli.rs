@@ -61,9 +61,19 @@ pub enum KbCmd {
     },
 }
 
-/// How the gateway extracts text from uploads.
+/// How the gateway extracts text from uploads: in a child process of its own binary, under
+/// memory and CPU limits (`GATEWAY_KB_EXTRACT=in_process` keeps it in the gateway's process).
 pub fn extractor() -> Arc<dyn knowledge::ingest::Extractor> {
-    Arc::new(knowledge::ingest::InProcess)
+    if std::env::var("GATEWAY_KB_EXTRACT").is_ok_and(|v| v.trim() == "in_process") {
+        return Arc::new(knowledge::ingest::InProcess);
+    }
+    match knowledge::sandbox::Subprocess::current_exe() {
+        Ok(worker) => Arc::new(worker),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the gateway's own binary: extracting in process");
+            Arc::new(knowledge::ingest::InProcess)
+        }
+    }
 }
 
 fn text<'a>(v: &'a Value, k: &str) -> &'a str {

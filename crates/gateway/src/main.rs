@@ -182,6 +182,15 @@ enum ModelCmd {
 }
 
 fn main() -> std::process::ExitCode {
+    // The sandboxed text extractor the knowledge base starts per upload: no runtime, no logging.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == knowledge::sandbox::WORKER_ARG)
+    {
+        return std::process::ExitCode::from(
+            u8::try_from(knowledge::sandbox::worker_main()).unwrap_or(1),
+        );
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| {
         let dev = std::env::var("GATEWAY_DEV").is_ok_and(|v| v == "1");

@@ -11,7 +11,7 @@ mod docx;
 mod pdf;
 
 /// Hard limits on what parsing one untrusted upload may cost.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     pub max_bytes: usize,
     pub max_decompressed: u64,

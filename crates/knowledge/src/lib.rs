@@ -11,6 +11,7 @@ pub mod extract;
 pub mod index;
 pub mod ingest;
 pub mod retrieve;
+pub mod sandbox;
 
 use std::future::Future;
 use std::pin::Pin;
