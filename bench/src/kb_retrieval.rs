@@ -21,6 +21,9 @@ const DIM: usize = 384;
 
 mod minilm;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Fixed(Vec<f32>);
 
 impl Embedder for Fixed {

@@ -26,6 +26,11 @@ use store::knowledge::KbInput;
 
 mod minilm;
 
+/// The gateway's allocator: model inference allocates large tensors per layer, and the system
+/// allocator returns them to the kernel (page faults on every op) where mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long, env = "GATEWAY_TEST_MINILM_DIR")]
