@@ -88,7 +88,10 @@ def test_a_killed_instance_loses_no_charge_and_double_charges_nothing(stack, tmp
     paid = [u for u in usage if u["status"] == 200]
     assert ended["settle"] == len(usage), "every usage record settled its hold, and only those"
     # Every upstream attempt is covered: answered ones by a record, the rest by a released hold.
-    assert statuses.count(200) <= len(paid)
+    # Settlement runs after the response (it never delays one), so an answer delivered in the
+    # last moments before SIGKILL may have no record: its hold is released, and the consumer is
+    # not charged for it (the operator, never the consumer, loses on a crash).
+    assert statuses.count(200) <= len(paid) + ended["release"], (statuses.count(200), len(paid), ended)
     assert 0 < upstream <= len(paid) + ended["release"], (upstream, len(paid), ended)
     # The balance is the top-up minus exactly what the records charged.
     charged = sum(u["charge_micros"] for u in usage)
