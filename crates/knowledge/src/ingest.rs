@@ -53,13 +53,20 @@ impl Extractor for InProcess {
             match tokio::time::timeout(limits.deadline, job).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(ExtractError::Invalid("extraction crashed".into())),
-                Err(_) => Err(ExtractError::Invalid(format!(
-                    "extraction exceeded its {} s deadline",
-                    limits.deadline.as_secs()
-                ))),
+                Err(_) => Err(deadline_exceeded(limits)),
             }
         })
     }
+}
+
+/// The error of an extraction that ran past `limits.deadline` (in process or in the sandbox).
+pub(crate) fn deadline_exceeded(limits: &Limits) -> ExtractError {
+    let d = limits.deadline;
+    ExtractError::Invalid(if d.as_secs() >= 1 {
+        format!("extraction exceeded its {} s deadline", d.as_secs())
+    } else {
+        format!("extraction exceeded its {} ms deadline", d.as_millis())
+    })
 }
 
 /// Texts per embedding call.

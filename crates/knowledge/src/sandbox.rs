@@ -13,7 +13,7 @@ use std::process::Stdio;
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{ExtractError, Extracted, Limits};
-use crate::ingest::{ExtractFuture, Extractor};
+use crate::ingest::{ExtractFuture, Extractor, deadline_exceeded};
 
 /// The subcommand the gateway binary dispatches to [`worker_main`].
 pub const WORKER_ARG: &str = "extract-worker";
@@ -205,7 +205,7 @@ impl Extractor for Subprocess {
             let out = match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(Ok(out))) => out,
                 Ok(_) => return Err(invalid("cannot read the extraction worker's answer")),
-                Err(_) => return Err(deadline_error(limits)),
+                Err(_) => return Err(deadline_exceeded(limits)),
             };
             if out.len() as u64 > cap {
                 return Err(invalid("the extracted text is larger than the limit"));
@@ -217,7 +217,7 @@ impl Extractor for Subprocess {
                     Ok(None) if tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     }
-                    Ok(None) => return Err(deadline_error(limits)),
+                    Ok(None) => return Err(deadline_exceeded(limits)),
                     Err(e) => return Err(invalid(format!("the extraction worker vanished: {e}"))),
                 }
             };
@@ -228,21 +228,6 @@ impl Extractor for Subprocess {
                 .map_err(|_| invalid("the extraction worker gave no answer"))?;
             answer.into()
         })
-    }
-}
-
-fn deadline_error(limits: &Limits) -> ExtractError {
-    let d = limits.deadline;
-    if d.as_secs() >= 1 {
-        invalid(format!(
-            "extraction exceeded its {} s deadline",
-            d.as_secs()
-        ))
-    } else {
-        invalid(format!(
-            "extraction exceeded its {} ms deadline",
-            d.as_millis()
-        ))
     }
 }
 

@@ -125,12 +125,6 @@ fn finish(f: LocalFinish) -> FinishReason {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn completion_id() -> String {
     format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
 }
@@ -173,7 +167,7 @@ pub async fn chat(
     Ok(ChatOutput::Completion(ChatCompletion {
         id: completion_id(),
         object: "chat.completion".into(),
-        created: now(),
+        created: wire::unix_now(),
         model: name.to_string(),
         choices: vec![Choice {
             index: 0,
@@ -205,7 +199,7 @@ pub async fn chat_stream(
     let provider = spec.name.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<ChatChunk, ProviderError>>(STREAM_BUFFER);
     let id = completion_id();
-    let created = now();
+    let created = wire::unix_now();
     let chunk =
         move |delta: Delta, finish_reason: Option<FinishReason>, usage: Option<Usage>| ChatChunk {
             id: id.clone(),
