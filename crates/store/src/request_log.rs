@@ -444,18 +444,69 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
+        let all: Vec<&LogRow> = rows.iter().map(Borrow::borrow).collect();
+        // Nearly always every row is new: insert without asking. Only a batch retried after
+        // an ambiguous failure holds rows already logged; it is rolled back and written again
+        // without them (asking for every row's id back cost a channel message per row).
+        if let Some(n) = self.insert_new_logs(&all).await? {
+            return Ok(n);
+        }
+        for _ in 0..3 {
+            let mut logged = self.logged_ids(&all).await?;
+            // `insert` also drops a request id repeated within the batch.
+            let fresh: Vec<&LogRow> = all
+                .iter()
+                .copied()
+                .filter(|r| logged.insert(r.request_id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(0);
+            }
+            if let Some(n) = self.insert_new_logs(&fresh).await? {
+                return Ok(n);
+            }
+        }
+        Err(StoreError::Invalid(
+            "request log rows kept being written concurrently".into(),
+        ))
+    }
+
+    /// Which of `rows` are already logged.
+    async fn logged_ids(
+        &self,
+        rows: &[&LogRow],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
         let backend = self.backend();
-        let mut tx = self.begin_write().await?;
-        let mut written = Vec::with_capacity(rows.len());
+        let mut logged = std::collections::HashSet::new();
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let sql = format!(
-                "INSERT INTO request_log ({COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                "SELECT request_id FROM request_log WHERE request_id IN ({})",
+                crate::batch::list(backend, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q.bind(r.request_id.clone());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                logged.insert(row.try_get::<String, _>("request_id")?);
+            }
+        }
+        Ok(logged)
+    }
+
+    /// Inserts `rows` and their rollups in one transaction if none of them is logged yet;
+    /// `None` (and nothing written) if one was.
+    async fn insert_new_logs(&self, rows: &[&LogRow]) -> Result<Option<usize>, StoreError> {
+        let backend = self.backend();
+        let mut tx = self.begin_write().await?;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO request_log ({COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING",
                 placeholders(backend, chunk.len(), WIDTH)
             );
             // Only placeholders are interpolated; every value is bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for r in chunk {
-                let r: &LogRow = r.borrow();
                 q = q
                     .bind(r.request_id.clone())
                     .bind(r.created_at)
@@ -484,18 +535,14 @@ impl Store {
                     .bind(r.request_body.clone())
                     .bind(r.response_body.clone());
             }
-            for row in q.fetch_all(&mut *tx).await? {
-                written.push(row.try_get::<String, _>("request_id")?);
+            let n = q.execute(&mut *tx).await?.rows_affected();
+            if usize::try_from(n).ok() != Some(chunk.len()) {
+                tx.rollback().await?;
+                return Ok(None);
             }
         }
-        // Rollups count only the rows that were new.
-        let new: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
         let mut adds: std::collections::BTreeMap<RollupKey, RollupAdd> = Default::default();
-        for r in rows
-            .iter()
-            .map(|r| r.borrow())
-            .filter(|r: &&LogRow| new.contains(r.request_id.as_str()))
-        {
+        for &r in rows {
             let (hour, consumer, model, provider) = rollup_dims(r);
             let day = hour.div_euclid(DAY_MS) * DAY_MS;
             for key in [
@@ -515,7 +562,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(written.len())
+        Ok(Some(rows.len()))
     }
 
     /// Rows a filter selects, newest first, with the consumer's charge from the usage record.
