@@ -4,7 +4,10 @@
 //! inserts the rows (multi-row statements) and adds them to `request_rollup` with additive
 //! upserts, so rollups always equal a recomputation from the rows they counted and several
 //! instances can add to the same hour at once. Retention deletes whole hours, one short
-//! statement each, so a prune never holds a long lock.
+//! statement each, so a prune never holds a long lock. Post-hook metadata is read from the rows
+//! at query time ([`metadata`]): filters and grouping by a metadata key cost the writer nothing.
+
+pub mod metadata;
 
 use std::borrow::Borrow;
 
@@ -15,6 +18,7 @@ use sqlx::any::AnyRow;
 use crate::batch::placeholders;
 use crate::columns::bool_column;
 use crate::{Backend, Store, StoreError};
+use metadata::MetaMatch;
 
 /// Upper bounds (ms, inclusive) of the rollups' latency buckets; the last bucket is unbounded.
 pub const BUCKETS_MS: [i64; 11] = [
@@ -97,6 +101,10 @@ pub struct LogFilter {
     pub to: Option<i64>,
     /// Only rows at least this slow (ms).
     pub slower_than_ms: Option<i64>,
+    /// Only rows whose post-hook returned every one of these metadata values (at most
+    /// [`metadata::MAX_MATCHES`]).
+    #[serde(default)]
+    pub meta: Vec<MetaMatch>,
 }
 
 /// Derived numbers over the rows a filter selects.
@@ -351,6 +359,10 @@ impl LogFilter {
             }
             None => true,
         };
+        metadata::check(&self.meta)?;
+        let meta = self.meta.iter().all(|m| {
+            metadata::metadata_value(r.hooks.as_deref(), &m.key).as_deref() == Some(&m.value)
+        });
         Ok(eq(&self.consumer, r.consumer_id.as_deref())
             && eq(&self.model, r.model.as_deref())
             && eq(&self.provider, r.provider.as_deref())
@@ -358,7 +370,8 @@ impl LogFilter {
             && status
             && self.from.is_none_or(|t| r.created_at >= t)
             && self.to.is_none_or(|t| r.created_at < t)
-            && self.slower_than_ms.is_none_or(|t| r.latency_ms >= t))
+            && self.slower_than_ms.is_none_or(|t| r.latency_ms >= t)
+            && meta)
     }
 }
 
@@ -408,6 +421,19 @@ impl Where {
             if let Some(v) = v {
                 cond(&mut w, c, Arg::Int(v));
             }
+        }
+        metadata::check(&f.meta)?;
+        for m in &f.meta {
+            let (key, value) = (
+                w.next_placeholder(backend, 1),
+                w.next_placeholder(backend, 2),
+            );
+            let found = metadata::value_sql(backend, &format!("{prefix}hooks"), &key);
+            w.sql.push_str(&format!(
+                " AND {prefix}hooks IS NOT NULL AND {found} = {value}"
+            ));
+            w.args.push(Arg::Text(m.key.clone()));
+            w.args.push(Arg::Text(m.value.clone()));
         }
         Ok(w)
     }
