@@ -10,9 +10,11 @@
 //!
 //! Nothing is added to the write path: the writer inserts the same row with the same columns,
 //! and no index or rollup is kept for metadata. The price is paid by the query instead, and it is
-//! bounded: a filter reads only the rows the other conditions select (time windows use the
-//! `created_at` index), and grouping reads at most the newest `max_rows` rows of its window
-//! ([`MAX_SCAN_ROWS`] from the admin API), saying when the window held more.
+//! bounded: a filter looks only among the newest rows its other conditions select, and grouping
+//! only among the newest rows of its window, at most [`MAX_SCAN_ROWS`] either way (fewer when
+//! asked), and each says when there were more. Measured on the 2-core development machine (debug
+//! build): grouping 200,000 rows takes about 1.2 s on SQLite and on PostgreSQL, about 6 µs a row;
+//! a filtered page of 100 rows takes about 10 ms when matches are common.
 //!
 //! Values compare as text: a string as it is, a number as JSON writes it (`7`, `1.5`), a
 //! boolean as `true` or `false`. Objects, arrays and `null` never match and are not grouped.
@@ -209,7 +211,20 @@ impl Store {
                 histogram,
             });
         }
-        out.truncated = out.scanned >= limit;
+        if out.scanned == limit {
+            // Did the window hold more rows than were read?
+            let more: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 AS one FROM request_log \
+                 WHERE created_at >= $1 AND created_at < $2 LIMIT $3) c",
+            )
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(limit + 1)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+            out.truncated = more > limit;
+        }
         out.values = i64::try_from(out.groups.len()).unwrap_or(i64::MAX);
         out.groups
             .sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.key.cmp(&b.key)));

@@ -432,7 +432,29 @@ async fn metadata_filters_select_the_rows_whose_post_hook_returned_the_value() -
             let s = store.log_stats(&f).await?;
             assert_eq!(s.requests, want.len() as i64, "{meta:?}");
             assert_eq!(s.cost_picos, want.iter().map(|r| r.cost_picos).sum::<i64>());
+            assert_eq!(s.truncated, Some(false));
         }
+        // The bound: only the newest rows the other conditions select are searched.
+        let newest = LogFilter {
+            meta: vec![MetaMatch::new("tier", "gold")],
+            api: Some("default".into()),
+            meta_scan_rows: Some(40),
+            ..Default::default()
+        };
+        let mut selected: Vec<&LogRow> = all.iter().filter(|r| r.api == "default").collect();
+        selected.sort_by(|a, b| (b.created_at, &b.request_id).cmp(&(a.created_at, &a.request_id)));
+        let want = selected[..40]
+            .iter()
+            .filter(|r| meta_of(r, "tier").as_deref() == Some("gold"))
+            .count();
+        assert!(want > 0);
+        assert_eq!(store.query_logs(&newest, 1_000).await?.len(), want);
+        let s = store.log_stats(&newest).await?;
+        assert_eq!((s.requests, s.truncated), (want as i64, Some(true)));
+        assert_eq!(
+            store.log_stats(&LogFilter::default()).await?.truncated,
+            None
+        );
         // Too many conditions, or an empty key, are refused rather than run.
         let five = LogFilter {
             meta: (0..5)
@@ -512,6 +534,12 @@ async fn usage_by_metadata_equals_a_recomputation_and_says_when_it_was_cut() -> 
             .await?;
         assert_eq!(cut.scanned, 50);
         assert!(cut.truncated);
+        // Exactly as many rows as the limit is not a cut.
+        let whole = store
+            .usage_by_metadata("tier", T0, T0 + 3 * HOUR, all.len() as i64)
+            .await?;
+        assert_eq!(whole.scanned, all.len() as i64);
+        assert!(!whole.truncated);
         let mut newest: Vec<&LogRow> = all.iter().collect();
         newest.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         let want = newest[..50]
