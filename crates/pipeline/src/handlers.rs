@@ -279,6 +279,8 @@ async fn serve_chat(
         let text = answer_text(&served.value, &served.provider);
         stages::check_output(&gw, &snap, &caller, &text, &mut marks).await?;
     }
+    // The row gets the stages' marks before the post-hook may add its own entry to `hooks`.
+    trace_marks(&trace, &marks);
     if let Some(p) = post {
         p.spawn(
             gw.clone(),
@@ -301,7 +303,6 @@ async fn serve_chat(
             .map_err(|_| GatewayError::Internal)?
             .into(),
     };
-    trace_marks(&trace, &marks);
     trace_response(&trace, &caller, &bytes);
     let resp = json_bytes(bytes);
     Ok(with_headers(
