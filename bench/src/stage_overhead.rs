@@ -214,7 +214,9 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| A: PII, moderation in/out, RAG, pre-hook, post-hook present and disabled | {a_cpu:.1} | {a_wall:.1} |"
     );
-    println!("| **A − B: added by the disabled stages** | **{added_cpu:.1}** | **{added_wall:.1}** |");
+    println!(
+        "| **A − B: added by the disabled stages** | **{added_cpu:.1}** | **{added_wall:.1}** |"
+    );
     println!(
         "| reference: A with the PII guard on (2 short messages, {pii_n} requests) | {:.1} | {:.1} |\n",
         per(p.cpu, pii_n),

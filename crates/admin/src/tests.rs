@@ -1473,7 +1473,10 @@ async fn post_hook_metadata_filters_logs_and_groups_analytics() {
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     let (_, v, _) = get("/admin/logs/stats?meta.tier=silver&status=error").await;
     assert_eq!(v["requests"], 1, "{v}");
-    assert_eq!(v["truncated"], false, "stats say whether the search was cut");
+    assert_eq!(
+        v["truncated"], false,
+        "stats say whether the search was cut"
+    );
     let (st, _, _) = get("/admin/logs?meta.=x").await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "an empty key is refused");
     let (st, _, _) = get("/admin/logs?metadata=x").await;

@@ -689,7 +689,10 @@ async fn moderations_are_admitted_like_every_v1_call_and_never_charged() {
     assert!(ok(env.store.usage_record(&first_id).await).is_none());
     let w = env.wallet().await;
     assert_eq!((w.balance, w.reserved), (0, 0));
-    assert!(env.emu.requests().is_empty(), "the rules classifier needs no upstream");
+    assert!(
+        env.emu.requests().is_empty(),
+        "the rules classifier needs no upstream"
+    );
 }
 
 #[tokio::test]
