@@ -134,6 +134,7 @@ async fn run(iterations: u64, dir: &std::path::Path) -> anyhow::Result<()> {
                 prompt_tokens: &count,
                 max_output: Some(64),
                 stream: false,
+                free: false,
             };
             let usage = Usage::new(14, 30, None);
             let (c0, w0) = (cpu()?, Instant::now());

@@ -1,26 +1,30 @@
 //! The request log, its live tail, analytics and metrics on the admin plane.
 //!
 //! - `GET /admin/logs` and `/admin/logs/stats`: rows and derived stats for a filter
-//!   (consumer, model, provider, api, status, from, to, slow).
+//!   (consumer, model, provider, api, status, from, to, slow, and `meta.KEY=VALUE`: what the
+//!   post-hook returned).
 //! - `GET /admin/logs/{request_id}`: one row.
 //! - `GET /admin/logs/tail`: Server-Sent Events — the last rows this instance kept, then every
 //!   new one as it finishes, in order, with the same filters.
-//! - `GET /admin/analytics/usage?by=consumer|model&window=24h|7d|30d[&format=csv]`: from the
-//!   hourly rollups.
+//! - `GET /admin/analytics/usage?by=consumer|model|meta:KEY&window=24h|7d|30d[&format=csv]`:
+//!   from the hourly rollups; by a post-hook metadata key from the newest raw rows of the
+//!   window (at most [`store::request_log::metadata::MAX_SCAN_ROWS`]).
 //! - `GET /metrics`: Prometheus text (no consumer-identifying labels).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use store::{LogFilter, LogRow, RollupBy};
+use store::request_log::metadata::MAX_SCAN_ROWS;
+use store::{LogFilter, LogRow, MetaMatch, RollupBy, UsageRollup};
 
 use crate::api::Shared;
 use crate::billing::{consumer, csv_field, time_param};
@@ -44,9 +48,39 @@ pub struct LogQuery {
     /// The slow threshold (ms); default [`DEFAULT_SLOW_MS`].
     slow_ms: Option<i64>,
     limit: Option<i64>,
+    /// The `meta.KEY=VALUE` parameters (read apart from the others by [`LogQuery::parse`]).
+    #[serde(skip)]
+    meta: Vec<MetaMatch>,
+}
+
+/// A query string read as `T`, from a (percent-encoded) query string.
+fn query_as<T: DeserializeOwned>(raw: &str) -> Result<T, AdminError> {
+    let uri: Uri = format!("/?{raw}")
+        .parse()
+        .map_err(|_| AdminError::BadBody("the query string is not valid".into()))?;
+    Query::<T>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|e| AdminError::BadBody(e.body_text()))
 }
 
 impl LogQuery {
+    /// The named filters, and every `meta.KEY=VALUE` pair as a metadata condition (several
+    /// must all hold); any other unknown parameter is refused.
+    fn parse(raw: Option<&str>) -> Result<LogQuery, AdminError> {
+        let (meta, rest): (Vec<&str>, Vec<&str>) = raw
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .partition(|p| p.starts_with("meta."));
+        let mut q: LogQuery = query_as(&rest.join("&"))?;
+        let pairs: Vec<(String, String)> = query_as(&meta.join("&"))?;
+        q.meta = pairs
+            .into_iter()
+            .map(|(k, v)| MetaMatch::new(k.strip_prefix("meta.").unwrap_or(&k), v))
+            .collect();
+        Ok(q)
+    }
+
     async fn filter(&self, s: &Shared) -> Result<LogFilter, AdminError> {
         let consumer_id = match self.consumer.as_deref() {
             Some(c) => Some(consumer(s, c).await?.id),
@@ -69,6 +103,8 @@ impl LogQuery {
                 .map(|v| time_param("to", Some(v), 0))
                 .transpose()?,
             slower_than_ms: self.slow_threshold(),
+            meta: self.meta.clone(),
+            meta_scan_rows: None,
         })
     }
 
@@ -99,8 +135,9 @@ fn view(r: &LogRow) -> Value {
 
 pub async fn list_logs(
     State(s): State<Shared>,
-    Query(q): Query<LogQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<Value>>, AdminError> {
+    let q = LogQuery::parse(raw.as_deref())?;
     let f = q.filter(&s).await?;
     let rows = s.store.query_logs(&f, q.limit.unwrap_or(100)).await?;
     Ok(Json(rows.iter().map(view).collect()))
@@ -108,9 +145,9 @@ pub async fn list_logs(
 
 pub async fn log_stats(
     State(s): State<Shared>,
-    Query(q): Query<LogQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, AdminError> {
-    let f = q.filter(&s).await?;
+    let f = LogQuery::parse(raw.as_deref())?.filter(&s).await?;
     let st = s.store.log_stats(&f).await?;
     let mut v = serde_json::to_value(&st).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
@@ -159,9 +196,9 @@ fn event(r: &LogRow) -> Event {
 /// told how many rows it missed (`lagged` event) rather than slowing the data plane.
 pub async fn tail(
     State(s): State<Shared>,
-    Query(q): Query<LogQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, AdminError> {
-    let f = Arc::new(q.filter(&s).await?);
+    let f = Arc::new(LogQuery::parse(raw.as_deref())?.filter(&s).await?);
     // A bad `status` is refused now rather than silently matching nothing.
     f.matches(&LogRow::default())?;
     let (kept, rx) = s.gateway.log.subscribe();
@@ -198,10 +235,46 @@ pub async fn tail(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsQuery {
-    by: Option<RollupBy>,
+    /// `consumer` (default), `model`, or `meta:KEY` (a post-hook metadata key).
+    by: Option<String>,
     /// `24h`, `7d` or `30d` (default `24h`).
     window: Option<String>,
     format: Option<String>,
+}
+
+/// What usage is grouped by.
+enum By {
+    Rollup(RollupBy),
+    Meta(String),
+}
+
+impl By {
+    fn parse(by: Option<&str>) -> Result<By, AdminError> {
+        Ok(match by.unwrap_or("consumer") {
+            "consumer" => By::Rollup(RollupBy::Consumer),
+            "model" => By::Rollup(RollupBy::Model),
+            other => match other.strip_prefix("meta:") {
+                Some(key) => {
+                    store::request_log::metadata::check_key(key)?;
+                    By::Meta(key.to_string())
+                }
+                None => {
+                    return Err(AdminError::BadBody(
+                        "by: consumer, model or meta:KEY".into(),
+                    ));
+                }
+            },
+        })
+    }
+
+    /// The columns naming a group.
+    fn columns(&self) -> &'static [&'static str] {
+        match self {
+            By::Rollup(RollupBy::Consumer) => &["consumer"],
+            By::Rollup(RollupBy::Model) => &["model", "provider"],
+            By::Meta(_) => &["value"],
+        }
+    }
 }
 
 fn window_ms(w: Option<&str>) -> Result<i64, AdminError> {
@@ -214,46 +287,55 @@ fn window_ms(w: Option<&str>) -> Result<i64, AdminError> {
     })
 }
 
+/// One group as the API shows it, named by `columns`.
+fn usage_item(r: &UsageRollup, by: &By) -> Value {
+    let mut v = json!({
+        "requests": r.requests, "errors": r.errors,
+        "error_rate": if r.requests > 0 { r.errors as f64 / r.requests as f64 } else { 0.0 },
+        "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+        "cached_tokens": r.cached_tokens,
+        "total_tokens": r.prompt_tokens + r.completion_tokens,
+        "cost_usd": billing::Picos(u128::try_from(r.cost_picos).unwrap_or(0)).to_string(),
+        "avg_latency_ms": r.avg_latency_ms, "p95_latency_ms": r.p95_latency_ms,
+    });
+    if let Some(o) = v.as_object_mut() {
+        let first = by.columns()[0];
+        o.insert(first.into(), json!(r.key));
+        if matches!(by, By::Rollup(RollupBy::Model)) {
+            o.insert("provider".into(), json!(r.provider));
+        }
+    }
+    v
+}
+
 pub async fn usage(
     State(s): State<Shared>,
     Query(q): Query<AnalyticsQuery>,
 ) -> Result<Response, AdminError> {
-    let by = q.by.unwrap_or(RollupBy::Consumer);
+    let by = By::parse(q.by.as_deref())?;
     let span = window_ms(q.window.as_deref())?;
     let now = jiff::Timestamp::now().as_millisecond();
-    // Whole hours: the current one is included (rollups are maintained as requests settle).
-    let rows = s.store.usage_rollups(by, now - span, now + 1).await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let mut v = json!({
-                "requests": r.requests, "errors": r.errors,
-                "error_rate": if r.requests > 0 { r.errors as f64 / r.requests as f64 } else { 0.0 },
-                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                "cached_tokens": r.cached_tokens,
-                "total_tokens": r.prompt_tokens + r.completion_tokens,
-                "cost_usd": billing::Picos(u128::try_from(r.cost_picos).unwrap_or(0)).to_string(),
-                "avg_latency_ms": r.avg_latency_ms, "p95_latency_ms": r.p95_latency_ms,
-            });
-            if let Some(o) = v.as_object_mut() {
-                match by {
-                    RollupBy::Consumer => {
-                        o.insert("consumer".into(), json!(r.key));
-                    }
-                    RollupBy::Model => {
-                        o.insert("model".into(), json!(r.key));
-                        o.insert("provider".into(), json!(r.provider));
-                    }
-                }
+    let mut head = json!({"by": q.by.as_deref().unwrap_or("consumer"),
+                          "window": q.window.as_deref().unwrap_or("24h")});
+    let rows = match &by {
+        // Whole hours: the current one is included (rollups are maintained as requests settle).
+        By::Rollup(r) => s.store.usage_rollups(*r, now - span, now + 1).await?,
+        By::Meta(key) => {
+            let m = s
+                .store
+                .usage_by_metadata(key, now - span, now + 1, MAX_SCAN_ROWS)
+                .await?;
+            if let Some(o) = head.as_object_mut() {
+                o.insert("scanned".into(), json!(m.scanned));
+                o.insert("matched".into(), json!(m.matched));
+                o.insert("values".into(), json!(m.values));
+                o.insert("truncated".into(), json!(m.truncated));
             }
-            v
-        })
-        .collect();
+            m.groups
+        }
+    };
+    let items: Vec<Value> = rows.iter().map(|r| usage_item(r, &by)).collect();
     if q.format.as_deref() == Some("csv") {
-        let cols: &[&str] = match by {
-            RollupBy::Consumer => &["consumer"],
-            RollupBy::Model => &["model", "provider"],
-        };
         let rest = [
             "requests",
             "errors",
@@ -266,7 +348,7 @@ pub async fn usage(
             "p95_latency_ms",
         ];
         let mut out = String::new();
-        let all: Vec<&str> = cols.iter().copied().chain(rest).collect();
+        let all: Vec<&str> = by.columns().iter().copied().chain(rest).collect();
         out.push_str(&all.join(","));
         out.push('\n');
         for it in &items {
@@ -279,10 +361,10 @@ pub async fn usage(
         }
         return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
     }
-    Ok(
-        Json(json!({"by": by, "window": q.window.as_deref().unwrap_or("24h"), "data": items}))
-            .into_response(),
-    )
+    if let Some(o) = head.as_object_mut() {
+        o.insert("data".into(), Value::Array(items));
+    }
+    Ok(Json(head).into_response())
 }
 
 /// `GET /metrics`

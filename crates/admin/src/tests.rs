@@ -1439,6 +1439,91 @@ async fn the_request_log_filters_stats_analytics_and_metrics() {
     assert!(!text.contains(&c.id));
 }
 
+/// Post-hook metadata: `meta.KEY=VALUE` filters rows and stats, `by=meta:KEY` groups usage.
+#[tokio::test]
+async fn post_hook_metadata_filters_logs_and_groups_analytics() {
+    let (s, _dir) = state().await;
+    let rows: Vec<store::LogRow> = (0..9)
+        .map(|i| {
+            let mut r = log_row(i, None, if i == 4 { 502 } else { 200 }, 100);
+            let tier = ["gold", "silver", "team a&b"][i as usize % 3];
+            r.hooks = (i != 8).then(|| {
+                json!([{"stage": "post_hook", "function": "f", "outcome": "ok",
+                        "latency_ms": 2, "metadata": {"tier": tier, "score": i}}])
+                .to_string()
+            });
+            r
+        })
+        .collect();
+    s.store
+        .insert_logs(&rows)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let get = |path: &'static str| call(&s, "GET", path, None, Some(TOKEN));
+
+    let (st, v, _) = get("/admin/logs?meta.tier=gold").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let ids: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["request_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["req_0006", "req_0003", "req_0000"]);
+    // Percent-encoded keys and values; several conditions must all hold.
+    let (_, v, _) = get("/admin/logs?meta.tier=team+a%26b&meta.score=5").await;
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    let (_, v, _) = get("/admin/logs/stats?meta.tier=silver&status=error").await;
+    assert_eq!(v["requests"], 1, "{v}");
+    assert_eq!(
+        v["truncated"], false,
+        "stats say whether the search was cut"
+    );
+    let (st, _, _) = get("/admin/logs?meta.=x").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "an empty key is refused");
+    let (st, _, _) = get("/admin/logs?metadata=x").await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "unknown filters are still refused"
+    );
+
+    let (st, v, _) = get("/admin/analytics/usage?by=meta:tier&window=24h").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["by"], "meta:tier");
+    assert_eq!(v["scanned"], 9);
+    assert_eq!(v["matched"], 8);
+    assert_eq!(v["truncated"], false);
+    let groups: Vec<(String, i64, i64)> = v["data"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|g| {
+                    let n = |k: &str| g[k].as_i64().unwrap_or(-1);
+                    (
+                        g["value"].as_str().unwrap_or("").to_string(),
+                        n("requests"),
+                        n("errors"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        groups,
+        [
+            ("gold".to_string(), 3, 0),
+            ("silver".to_string(), 3, 1),
+            ("team a&b".to_string(), 2, 0)
+        ]
+    );
+    let (_, _, csv) = get("/admin/analytics/usage?by=meta:tier&format=csv").await;
+    assert!(csv.starts_with("value,requests,errors,"), "{csv}");
+    assert!(csv.contains("\ngold,3,0,"), "{csv}");
+    let (st, _, _) = get("/admin/analytics/usage?by=meta:").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _, _) = get("/admin/analytics/usage?by=planet").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn the_tail_replays_kept_rows_then_streams_new_ones() {
     let (s, _dir) = state().await;

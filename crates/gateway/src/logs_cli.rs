@@ -26,6 +26,10 @@ pub struct Filters {
     slow: bool,
     #[arg(long)]
     slow_ms: Option<i64>,
+    /// `KEY=VALUE`: only requests whose post-hook returned this metadata (repeatable; all
+    /// must hold).
+    #[arg(long, value_name = "KEY=VALUE")]
+    meta: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -72,9 +76,10 @@ pub enum LogsCmd {
 
 #[derive(Subcommand)]
 pub enum AnalyticsCmd {
-    /// Usage by consumer or by model and provider, from the hourly rollups.
+    /// Usage by consumer or by model and provider, from the hourly rollups; or by the values
+    /// of one post-hook metadata key, from the newest raw rows of the window.
     Usage {
-        /// `consumer` or `model`.
+        /// `consumer`, `model` or `meta:KEY`.
         #[arg(long, default_value = "consumer")]
         by: String,
         /// `24h`, `7d` or `30d`.
@@ -87,7 +92,7 @@ pub enum AnalyticsCmd {
 }
 
 /// `path?k=v&…` with the values percent-encoded.
-fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
+fn with_query<K: AsRef<str>>(path: &str, pairs: &[(K, Option<String>)]) -> String {
     let mut url = match reqwest::Url::parse("http://admin.invalid") {
         Ok(u) => u,
         Err(_) => return path.to_string(),
@@ -97,7 +102,7 @@ fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
         let mut q = url.query_pairs_mut();
         for (k, v) in pairs {
             if let Some(v) = v {
-                q.append_pair(k, v);
+                q.append_pair(k.as_ref(), v);
             }
         }
     }
@@ -107,8 +112,8 @@ fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-fn filter_pairs(f: &Filters) -> Vec<(&'static str, Option<String>)> {
-    vec![
+fn filter_pairs(f: &Filters) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let mut pairs: Vec<(String, Option<String>)> = [
         ("consumer", f.consumer.clone()),
         ("model", f.model.clone()),
         ("provider", f.provider.clone()),
@@ -116,6 +121,20 @@ fn filter_pairs(f: &Filters) -> Vec<(&'static str, Option<String>)> {
         ("slow", f.slow.then(|| "true".to_string())),
         ("slow_ms", f.slow_ms.map(|v| v.to_string())),
     ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for m in &f.meta {
+        let (k, v) = m
+            .split_once('=')
+            .with_context(|| format!("--meta {m}: expected KEY=VALUE"))?;
+        pairs.push((format!("meta.{k}"), Some(v.to_string())));
+    }
+    Ok(pairs)
+}
+
+fn pairs<const N: usize>(p: [(&str, Option<String>); N]) -> Vec<(String, Option<String>)> {
+    p.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn text(v: &Value, k: &str) -> String {
@@ -170,7 +189,7 @@ fn line(r: &Value) -> String {
 pub async fn logs(c: &AdminClient, cmd: LogsCmd) -> anyhow::Result<()> {
     match cmd {
         LogsCmd::Tail { filters, json } => {
-            let path = with_query("/admin/logs/tail", &filter_pairs(&filters));
+            let path = with_query("/admin/logs/tail", &filter_pairs(&filters)?);
             let mut resp = c.open_stream(&path).await?;
             let mut buf = String::new();
             while let Some(chunk) = resp.chunk().await.context("the tail was interrupted")? {
@@ -210,13 +229,13 @@ pub async fn logs(c: &AdminClient, cmd: LogsCmd) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let mut q = filter_pairs(&filters);
-            q.extend([
+            let mut q = filter_pairs(&filters)?;
+            q.extend(pairs([
                 ("status", status),
                 ("from", from),
                 ("to", to),
                 ("limit", Some(limit.to_string())),
-            ]);
+            ]));
             let v = c.get(&with_query("/admin/logs", &q)).await?;
             for r in v.as_array().into_iter().flatten() {
                 if json {
@@ -232,14 +251,17 @@ pub async fn logs(c: &AdminClient, cmd: LogsCmd) -> anyhow::Result<()> {
             from,
             to,
         } => {
-            let mut q = filter_pairs(&filters);
-            q.extend([("status", status), ("from", from), ("to", to)]);
+            let mut q = filter_pairs(&filters)?;
+            q.extend(pairs([("status", status), ("from", from), ("to", to)]));
             let v = c.get(&with_query("/admin/logs/stats", &q)).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         LogsCmd::Show { request_id } => {
             let v = c
-                .get(&with_query(&format!("/admin/logs/{request_id}"), &[]))
+                .get(&with_query::<&str>(
+                    &format!("/admin/logs/{request_id}"),
+                    &[],
+                ))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
@@ -261,10 +283,19 @@ pub async fn analytics(c: &AdminClient, cmd: AnalyticsCmd) -> anyhow::Result<()>
                 return Ok(());
             }
             let v = c.get(&with_query("/admin/analytics/usage", &q)).await?;
+            let by_meta = by.starts_with("meta:");
+            if by_meta && v.get("truncated").and_then(Value::as_bool) == Some(true) {
+                eprintln!(
+                    "(the window holds more rows than one grouping reads: these figures cover its newest {})",
+                    text(&v, "scanned")
+                );
+            }
             println!(
                 "{:<40} {:>9} {:>7} {:>12} {:>14} {:>9}",
                 if by == "model" {
                     "model@provider"
+                } else if by_meta {
+                    by.as_str()
                 } else {
                     "consumer"
                 },
@@ -282,6 +313,8 @@ pub async fn analytics(c: &AdminClient, cmd: AnalyticsCmd) -> anyhow::Result<()>
             {
                 let key = if by == "model" {
                     format!("{}@{}", text(g, "model"), text(g, "provider"))
+                } else if by_meta {
+                    text(g, "value")
                 } else {
                     text(g, "consumer")
                 };
@@ -312,6 +345,19 @@ mod tests {
             ),
             "/admin/logs?consumer=a+b%26c"
         );
-        assert_eq!(with_query("/admin/logs", &[]), "/admin/logs");
+        assert_eq!(with_query::<&str>("/admin/logs", &[]), "/admin/logs");
+        let f = Filters {
+            meta: vec!["tier=gold plus".into(), "a=b=c".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            with_query("/admin/logs", &filter_pairs(&f).unwrap_or_default()),
+            "/admin/logs?meta.tier=gold+plus&meta.a=b%3Dc"
+        );
+        let bad = Filters {
+            meta: vec!["novalue".into()],
+            ..Default::default()
+        };
+        assert!(filter_pairs(&bad).is_err());
     }
 }

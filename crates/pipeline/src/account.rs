@@ -4,7 +4,9 @@
 //! subscription to this API (canceled → 403), the plan's model allow-list (403), its token
 //! cap for the period (429 `token_cap_reached`), and — when the plan draws on a prepaid wallet —
 //! a hold for the request's worst case (prompt counted with the tokenizer + the requested
-//! maximum output) that fails with 402 when the balance cannot cover it.
+//! maximum output) that fails with 402 when the balance cannot cover it. A request that is
+//! never charged ([`Wants::free`]: `/v1/moderations`) gets the subscription check and the
+//! request limits (RPM of the key, the consumer, the plan and the API) only.
 //!
 //! **Settlement** ([`Account::settle`]): the provider's usage (or, for a stream cut or
 //! abandoned without it, the tokenizer's prompt count plus the chunks delivered, flagged as
@@ -249,6 +251,10 @@ pub struct Wants<'a> {
     pub max_output: Option<u64>,
     /// Streams need the prompt count in case the provider never reports usage.
     pub stream: bool,
+    /// Nothing is charged for it: no model allow-list, token limit, token cap or wallet hold
+    /// applies, only the subscription's status and the request limits. Such an account is
+    /// never settled (no usage record); the request log still has its row.
+    pub free: bool,
 }
 
 fn now_ms() -> i64 {
@@ -384,7 +390,7 @@ pub async fn admit(
                 message: "The consumer's subscription to this API is canceled.".into(),
             });
         }
-        if !sub.plan.allows_model(ask.model) {
+        if !ask.free && !sub.plan.allows_model(ask.model) {
             return Err(GatewayError::Forbidden {
                 code: "model_not_allowed",
                 message: format!(
@@ -435,12 +441,16 @@ pub async fn admit(
     if let Some(tpm) = api_limits.tpm {
         tokens.push((format!("tpm:api:{}", caller.api.slug), tpm));
     }
+    if ask.free {
+        tokens.clear();
+    }
 
-    let needs_count = ask.stream
-        || !tokens.is_empty()
-        || plan
-            .as_ref()
-            .is_some_and(|p| p.token_cap().is_some() || p.wallet.is_some());
+    let needs_count = !ask.free
+        && (ask.stream
+            || !tokens.is_empty()
+            || plan
+                .as_ref()
+                .is_some_and(|p| p.token_cap().is_some() || p.wallet.is_some()));
     if needs_count {
         account.prompt_estimate = (ask.prompt_tokens)();
     }
@@ -478,6 +488,9 @@ pub async fn admit(
     else {
         return Ok(account);
     };
+    if ask.free {
+        return Ok(account);
+    }
     let now = account.created_at;
     let period = (
         sub.id.clone(),

@@ -101,6 +101,7 @@ fn wants(chat: &ChatRequest) -> Wants<'_> {
             .or(chat.max_tokens)
             .map(u64::from),
         stream: chat.is_stream(),
+        free: false,
     }
 }
 
@@ -279,6 +280,8 @@ async fn serve_chat(
         let text = answer_text(&served.value, &served.provider);
         stages::check_output(&gw, &snap, &caller, &text, &mut marks).await?;
     }
+    // The row gets the stages' marks before the post-hook may add its own entry to `hooks`.
+    trace_marks(&trace, &marks);
     if let Some(p) = post {
         p.spawn(
             gw.clone(),
@@ -301,7 +304,6 @@ async fn serve_chat(
             .map_err(|_| GatewayError::Internal)?
             .into(),
     };
-    trace_marks(&trace, &marks);
     trace_response(&trace, &caller, &bytes);
     let resp = json_bytes(bytes);
     Ok(with_headers(
@@ -502,6 +504,7 @@ pub async fn create_embeddings(
             prompt_tokens: &count,
             max_output: Some(0),
             stream: false,
+            free: false,
         },
     )
     .await?;
@@ -585,7 +588,9 @@ pub async fn not_found() -> GatewayError {
 }
 
 /// `POST /v1/moderations`: the API's configured classifier (the built-in rules when it has
-/// none) in OpenAI's moderation format. Nothing is charged; a failing classifier is 503.
+/// none) in OpenAI's moderation format. The same edge and admission as every `/v1` call (IP
+/// rules, auth, the subscription's status, RPM limits, `x-ratelimit-*`, a log row); nothing is
+/// charged and no usage is recorded; a failing classifier is 503.
 pub async fn moderations(State(gw): State<Shared>, req: Request) -> Result<Response, GatewayError> {
     ready(&gw)?;
     let snap = gw.snapshot();
@@ -593,6 +598,26 @@ pub async fn moderations(State(gw): State<Shared>, req: Request) -> Result<Respo
     let caller = edge::admit(&gw, &snap, &parts).await?;
     let body = read_body(body, gw.limits.max_body_bytes).await?;
     let v: serde_json::Value = parse(&body)?;
+    let settings = caller.api.settings.moderation.clone().unwrap_or_else(|| {
+        access::stages::ModerationSettings {
+            classifier: access::stages::Classifier::Rules,
+            categories: vec![],
+            threshold: 0.5,
+            mode: access::stages::ModerationMode::Flag,
+            fail_closed: false,
+            input: true,
+            output: false,
+            timeout_ms: 2000,
+        }
+    });
+    let model = match &settings.classifier {
+        access::stages::Classifier::Rules => "gateway-rules".to_string(),
+        access::stages::Classifier::Openai { model, .. } => model
+            .clone()
+            .unwrap_or_else(|| "omni-moderation-latest".into()),
+        access::stages::Classifier::Llm { model, .. } => model.clone(),
+    };
+    let _trace = traced(&parts, &caller, &model, false, &body);
     let inputs: Vec<String> = match &v["input"] {
         serde_json::Value::String(s) => vec![s.clone()],
         serde_json::Value::Array(items) => items
@@ -610,18 +635,22 @@ pub async fn moderations(State(gw): State<Shared>, req: Request) -> Result<Respo
             Some("input"),
         ));
     }
-    let settings = caller.api.settings.moderation.clone().unwrap_or_else(|| {
-        access::stages::ModerationSettings {
-            classifier: access::stages::Classifier::Rules,
-            categories: vec![],
-            threshold: 0.5,
-            mode: access::stages::ModerationMode::Flag,
-            fail_closed: false,
-            input: true,
-            output: false,
-            timeout_ms: 2000,
-        }
-    });
+    // Never settled: dropping it after the answer releases nothing, since nothing was held.
+    let mut account = account::admit(
+        &gw,
+        &snap,
+        &caller,
+        &edge::request_id_of(&parts),
+        &Wants {
+            model: &model,
+            prompt_tokens: &|| 0,
+            max_output: Some(0),
+            stream: false,
+            free: true,
+        },
+    )
+    .await?;
+    let limits = std::mem::take(&mut account.rate_headers);
     let mut results = Vec::with_capacity(inputs.len());
     for text in &inputs {
         let verdict = moderation::classify(&snap, &gw.health, &settings, text)
@@ -632,19 +661,13 @@ pub async fn moderations(State(gw): State<Shared>, req: Request) -> Result<Respo
             })?;
         results.push(moderation::openai_result(&verdict));
     }
-    let model = match &settings.classifier {
-        access::stages::Classifier::Rules => "gateway-rules".to_string(),
-        access::stages::Classifier::Openai { model, .. } => model
-            .clone()
-            .unwrap_or_else(|| "omni-moderation-latest".into()),
-        access::stages::Classifier::Llm { model, .. } => model.clone(),
-    };
     let out = serde_json::json!({
         "id": format!("modr-{}", edge::request_id_of(&parts)),
         "model": model,
         "results": results,
     });
-    Ok(json_bytes(
-        serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?,
+    Ok(with_headers(
+        json_bytes(serde_json::to_vec(&out).map_err(|_| GatewayError::Internal)?),
+        limits,
     ))
 }

@@ -615,6 +615,86 @@ async fn tpm_reserves_the_estimate_and_corrects_to_actual_usage() {
     assert!(used >= 250, "only {used} of 300 tokens were usable");
 }
 
+/// `/v1/moderations` passes the same edge and admission as the other `/v1` calls: the key is
+/// required, the plan's RPM holds (429 with `Retry-After`), each call leaves a log row, and
+/// nothing is charged: an empty wallet and a model allow-list do not refuse it.
+#[tokio::test]
+async fn moderations_are_admitted_like_every_v1_call_and_never_charged() {
+    let plan = json!({"kind": "metered", "overage_per_1k_micros": 1_000_000, "rpm": 1,
+                      "wallet": "usd", "models": ["gpt-4o"]});
+    let env = start(Some(plan)).await;
+    let body = json!({"input": "a perfectly ordinary sentence"});
+
+    // Unauthenticated, and with a key that does not exist: 401 before anything else.
+    let r = ok(env
+        .client
+        .post(format!("{}/paid/v1/moderations", env.url))
+        .json(&body)
+        .send()
+        .await);
+    assert_eq!(r.status(), 401);
+    let r = ok(env
+        .client
+        .post(format!("{}/paid/v1/moderations", env.url))
+        .bearer_auth(format!("{DEFAULT_PREFIX}not-a-real-key-0000000000000000"))
+        .json(&body)
+        .send()
+        .await);
+    assert_eq!(r.status(), 401);
+
+    let first = env.post("/v1/moderations", &body).await;
+    let header = |r: &reqwest::Response, n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        header(&first, "x-ratelimit-limit-requests").as_deref(),
+        Some("1")
+    );
+    let first_id = header(&first, "x-request-id").unwrap_or_default();
+    let v: Value = ok(first.json().await);
+    assert_eq!(v["results"][0]["flagged"], false, "{v}");
+
+    let second = env.post("/v1/moderations", &body).await;
+    assert_eq!(second.status(), 429);
+    let retry = header(&second, "retry-after").unwrap_or_default();
+    assert!(retry.parse::<u64>().is_ok_and(|s| s >= 1), "{retry:?}");
+    let second_id = header(&second, "x-request-id").unwrap_or_default();
+    let v: Value = ok(second.json().await);
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the consumer's plan")),
+        "{v}"
+    );
+
+    // One log row each, with the consumer; no usage record, no hold, no charge.
+    let (rows, _) = env.gw.log.subscribe();
+    let row = |id: &str| {
+        rows.iter()
+            .find(|r| r.request_id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no log row for {id}"))
+    };
+    let (a, b) = (row(&first_id), row(&second_id));
+    assert_eq!((a.status, b.status), (200, 429));
+    assert_eq!(a.endpoint, "/paid/v1/moderations");
+    assert_eq!(a.consumer_id.as_deref(), Some(env.consumer.as_str()));
+    assert_eq!(b.error.as_deref(), Some("rate_limit_exceeded"));
+    env.gw.accounts.flush().await;
+    assert!(ok(env.store.usage_record(&first_id).await).is_none());
+    let w = env.wallet().await;
+    assert_eq!((w.balance, w.reserved), (0, 0));
+    assert!(
+        env.emu.requests().is_empty(),
+        "the rules classifier needs no upstream"
+    );
+}
+
 #[tokio::test]
 async fn an_api_wide_rpm_applies_across_consumers() {
     let mut api = Api::new("paid", AuthMode::Keys);

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pipeline::functions::{FailureMode, Function};
 use serde_json::{Value, json};
-use stages_support::{api, chat, chat_stream, header as h, loopback_http, start};
+use stages_support::{api, chat, chat_stream, header as h, loopback_http};
 use wire::secret::Secret;
 
 const SECRET: &str = "whsec_test";
@@ -98,6 +98,9 @@ async fn behave(b: &str, req: &Value) -> Response {
             json_response(json!({"action": "reject", "status": 418, "message": "No teapots here."}))
         }
         "post" => json_response(json!({"metadata": {"score": 7, "seen_status": req["status"]}})),
+        // Tags each request with its topic (the prompt), as an operator's classifier would.
+        "tag" => json_response(json!({"metadata": {
+            "topic": req["messages"][0]["content"], "status": req["status"]}})),
         "backend" => json_response(json!({
             "answer": req["body"]["messages"][0]["content"],
             "consumer": req["consumer"],
@@ -180,6 +183,10 @@ fn function(name: &str, url: String, failure: FailureMode) -> Function {
 }
 
 async fn env() -> (stages_support::Env, Seen) {
+    env_on(pipeline::Gateway::new(pipeline::Limits::default())).await
+}
+
+async fn env_on(gw: Arc<pipeline::Gateway>) -> (stages_support::Env, Seen) {
     let (base, seen) = operator().await;
     let reset = resetter().await;
     let open = FailureMode::FailOpen;
@@ -193,6 +200,7 @@ async fn env() -> (stages_support::Env, Seen) {
         function("rewrite", format!("{base}/rewrite"), open),
         function("reject", format!("{base}/reject"), open),
         function("post", format!("{base}/post"), open),
+        function("tag", format!("{base}/tag"), open),
         function("backend", format!("{base}/backend"), open),
         function("backend-sse", format!("{base}/backend-sse"), open),
         function("slow", format!("{base}/slow"), open),
@@ -218,6 +226,7 @@ async fn env() -> (stages_support::Env, Seen) {
         api("pre-slow", json!({"pre_hook": "slow"})),
         api("pre-slow-closed", json!({"pre_hook": "slow-closed"})),
         api("post", json!({"post_hook": "post"})),
+        api("tagged", json!({"post_hook": "tag"})),
         api("fn", json!({"function": "backend", "post_hook": "post"})),
         api("fn-sse", json!({"function": "backend-sse"})),
         api(
@@ -238,7 +247,7 @@ async fn env() -> (stages_support::Env, Seen) {
             json!({ "pre_hook": hostile }),
         ));
     }
-    (start(apis, functions).await, seen)
+    (stages_support::start_on(gw, apis, functions).await, seen)
 }
 
 fn calls(seen: &Seen, behaviour: &str) -> Vec<Value> {
@@ -354,6 +363,103 @@ async fn a_post_hook_records_metadata_without_delaying_or_changing_the_answer() 
     assert_eq!(call["stage"], "post_hook");
     assert_eq!(call["provider"], "openai");
     assert!(call["usage"]["completion_tokens"].is_number(), "{call}");
+}
+
+/// What a post-hook returns is what an operator filters the log by and groups analytics by:
+/// over real HTTP, a real function and a real SQLite store.
+#[tokio::test]
+async fn post_hook_metadata_is_found_by_log_filters_and_analytics() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = store::Store::connect(&url, store::Cipher::generate().0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let gw = pipeline::Gateway::with_store(pipeline::Limits::default(), store.clone());
+    let (env, _) = env_on(gw).await;
+    let started = store_now();
+    for (path, body) in [
+        ("/tagged/v1/chat/completions", chat("billing")),
+        ("/tagged/v1/chat/completions", chat_stream("billing")),
+        ("/tagged/v1/chat/completions", chat("refund")),
+        ("/plain/v1/chat/completions", chat("billing")),
+    ] {
+        let r = env.post(path, body).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let _ = r.text().await;
+    }
+    // Each row is finished once its post-hook answers, then written by the batched writer.
+    let billing = store::LogFilter {
+        meta: vec![store::MetaMatch::new("topic", "billing")],
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        env.gw.log.flush().await;
+        rows = store
+            .query_logs(&billing, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if rows.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rows.len(),
+        2,
+        "the two tagged billing requests, not the plain one"
+    );
+    assert!(rows.iter().all(|r| r.api == "tagged"));
+    assert_eq!(rows.iter().filter(|r| r.stream).count(), 1);
+    // Several conditions, a number among them.
+    for (status, want) in [("200", 2), ("502", 0)] {
+        let f = store::LogFilter {
+            meta: vec![
+                store::MetaMatch::new("topic", "billing"),
+                store::MetaMatch::new("status", status),
+            ],
+            ..Default::default()
+        };
+        let stats = store.log_stats(&f).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stats.requests, want, "status {status}");
+        if want > 0 {
+            assert!(stats.completion_tokens > 0, "{stats:?}");
+        }
+    }
+
+    let mut usage = None;
+    for _ in 0..100 {
+        env.gw.log.flush().await;
+        let u = store
+            .usage_by_metadata("topic", started, store_now() + 1, 1_000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if u.matched >= 3 {
+            usage = Some(u);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let usage = usage.unwrap_or_else(|| panic!("the refund row never arrived"));
+    assert_eq!(usage.scanned, 4, "every row of the window was read");
+    let groups: Vec<(&str, i64)> = usage
+        .groups
+        .iter()
+        .map(|g| (g.key.as_str(), g.requests))
+        .collect();
+    assert_eq!(groups, [("billing", 2), ("refund", 1)]);
+    assert!(usage.groups.iter().all(|g| g.prompt_tokens > 0));
+}
+
+fn store_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+    )
+    .unwrap_or(i64::MAX)
 }
 
 #[tokio::test]

@@ -65,6 +65,7 @@ pub use functions::{FunctionInput, FunctionRecord, FunctionView};
 pub use keys::{KeyInput, KeyRecord, KeyView};
 pub use models::{ModelInput, ModelRecord};
 pub use providers::{ProviderInput, ProviderRecord, ProviderView};
+pub use request_log::metadata::{MetaMatch, MetadataUsage};
 pub use request_log::{LogFilter, LogRow, LogStats, RollupBy, UsageRollup};
 
 #[cfg(test)]

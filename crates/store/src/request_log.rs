@@ -4,7 +4,10 @@
 //! inserts the rows (multi-row statements) and adds them to `request_rollup` with additive
 //! upserts, so rollups always equal a recomputation from the rows they counted and several
 //! instances can add to the same hour at once. Retention deletes whole hours, one short
-//! statement each, so a prune never holds a long lock.
+//! statement each, so a prune never holds a long lock. Post-hook metadata is read from the rows
+//! at query time ([`metadata`]): filters and grouping by a metadata key cost the writer nothing.
+
+pub mod metadata;
 
 use std::borrow::Borrow;
 
@@ -15,6 +18,7 @@ use sqlx::any::AnyRow;
 use crate::batch::placeholders;
 use crate::columns::bool_column;
 use crate::{Backend, Store, StoreError};
+use metadata::MetaMatch;
 
 /// Upper bounds (ms, inclusive) of the rollups' latency buckets; the last bucket is unbounded.
 pub const BUCKETS_MS: [i64; 11] = [
@@ -97,6 +101,15 @@ pub struct LogFilter {
     pub to: Option<i64>,
     /// Only rows at least this slow (ms).
     pub slower_than_ms: Option<i64>,
+    /// Only rows whose post-hook returned every one of these metadata values (at most
+    /// [`metadata::MAX_MATCHES`]). They are looked for in the newest rows the other conditions
+    /// select, at most `meta_scan_rows` of them.
+    #[serde(default)]
+    pub meta: Vec<MetaMatch>,
+    /// How many rows a metadata search reads; [`metadata::MAX_SCAN_ROWS`] when `None`, and
+    /// never more.
+    #[serde(default)]
+    pub meta_scan_rows: Option<i64>,
 }
 
 /// Derived numbers over the rows a filter selects.
@@ -111,6 +124,10 @@ pub struct LogStats {
     pub cost_picos: i64,
     pub avg_latency_ms: f64,
     pub p95_latency_ms: i64,
+    /// With metadata conditions: whether the other conditions selected more rows than one
+    /// search reads, so that the figures cover only the newest of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
 }
 
 /// What rollups are grouped by.
@@ -339,6 +356,13 @@ fn status_range(s: &str) -> Result<(i64, i64), StoreError> {
 }
 
 impl LogFilter {
+    /// How many rows a metadata search reads.
+    fn scan_rows(&self) -> i64 {
+        self.meta_scan_rows
+            .unwrap_or(metadata::MAX_SCAN_ROWS)
+            .clamp(1, metadata::MAX_SCAN_ROWS)
+    }
+
     /// Whether a row passes the filter, as the queries decide it (the live tail uses this).
     pub fn matches(&self, r: &LogRow) -> Result<bool, StoreError> {
         let eq = |want: &Option<String>, have: Option<&str>| {
@@ -351,6 +375,10 @@ impl LogFilter {
             }
             None => true,
         };
+        metadata::check(&self.meta)?;
+        let meta = self.meta.iter().all(|m| {
+            metadata::metadata_value(r.hooks.as_deref(), &m.key).as_deref() == Some(&m.value)
+        });
         Ok(eq(&self.consumer, r.consumer_id.as_deref())
             && eq(&self.model, r.model.as_deref())
             && eq(&self.provider, r.provider.as_deref())
@@ -358,7 +386,8 @@ impl LogFilter {
             && status
             && self.from.is_none_or(|t| r.created_at >= t)
             && self.to.is_none_or(|t| r.created_at < t)
-            && self.slower_than_ms.is_none_or(|t| r.latency_ms >= t))
+            && self.slower_than_ms.is_none_or(|t| r.latency_ms >= t)
+            && meta)
     }
 }
 
@@ -410,6 +439,36 @@ impl Where {
             }
         }
         Ok(w)
+    }
+
+    /// The rows a filter reads, as `FROM {source}{where}` with the log aliased `l`: the log
+    /// itself, or, with metadata conditions, the newest rows the other conditions select (at
+    /// most [`LogFilter::meta_scan_rows`]), so that a metadata search reads a bounded number of
+    /// rows however long the log is.
+    fn selection(backend: Backend, f: &LogFilter) -> Result<(String, Where), StoreError> {
+        if f.meta.is_empty() {
+            return Ok(("request_log l".into(), Where::build(backend, f, "l.")?));
+        }
+        metadata::check(&f.meta)?;
+        let mut w = Where::build(backend, f, "")?;
+        let cap = w.next_placeholder(backend, 1);
+        let source = format!(
+            "(SELECT * FROM request_log{} ORDER BY created_at DESC LIMIT {cap}) l",
+            w.sql
+        );
+        w.args.push(Arg::Int(f.scan_rows()));
+        w.sql = String::from(" WHERE l.hooks IS NOT NULL");
+        for m in &f.meta {
+            let (key, value) = (
+                w.next_placeholder(backend, 1),
+                w.next_placeholder(backend, 2),
+            );
+            let found = metadata::value_sql(backend, "l.hooks", &key);
+            w.sql.push_str(&format!(" AND {found} = {value}"));
+            w.args.push(Arg::Text(m.key.clone()));
+            w.args.push(Arg::Text(m.value.clone()));
+        }
+        Ok((source, w))
     }
 
     fn bind<'q>(
@@ -572,14 +631,14 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LogRow>, StoreError> {
         let backend = self.backend();
-        let w = Where::build(backend, filter, "l.")?;
+        let (source, w) = Where::selection(backend, filter)?;
         let cols: String = COLUMNS
             .split(", ")
             .map(|c| format!("l.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT {cols}, u.charge_micros AS charge_micros FROM request_log l \
+            "SELECT {cols}, u.charge_micros AS charge_micros FROM {source} \
              LEFT JOIN usage_records u ON u.request_id = l.request_id{} \
              ORDER BY l.created_at DESC, l.request_id DESC LIMIT {}",
             w.sql,
@@ -611,12 +670,12 @@ impl Store {
     /// Count, error rate, tokens, cost, average and P95 latency over the rows a filter selects.
     pub async fn log_stats(&self, filter: &LogFilter) -> Result<LogStats, StoreError> {
         let backend = self.backend();
-        let w = Where::build(backend, filter, "")?;
+        let (source, w) = Where::selection(backend, filter)?;
         let sql = format!(
             "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
              CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS pt, CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS ct, \
              CAST(COALESCE(SUM(cost_picos), 0) AS BIGINT) AS cost, CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT) AS lat \
-             FROM request_log{}",
+             FROM {source}{}",
             w.sql
         );
         let r = w
@@ -640,7 +699,7 @@ impl Store {
             // Nearest-rank P95: the ceil(0.95 n)-th smallest latency.
             let offset = (n * 95 + 99) / 100 - 1;
             let sql = format!(
-                "SELECT latency_ms FROM request_log{} ORDER BY latency_ms LIMIT 1 OFFSET {}",
+                "SELECT latency_ms FROM {source}{} ORDER BY latency_ms LIMIT 1 OFFSET {}",
                 w.sql,
                 w.next_placeholder(backend, 1)
             );
@@ -652,6 +711,22 @@ impl Store {
                 .map(|r| r.try_get("latency_ms"))
                 .transpose()?;
             s.p95_latency_ms = p.unwrap_or(0);
+        }
+        if !filter.meta.is_empty() {
+            // Did the other conditions select more rows than the search read?
+            let base = Where::build(backend, filter, "")?;
+            let sql = format!(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 AS one FROM request_log{} LIMIT {}) c",
+                base.sql,
+                base.next_placeholder(backend, 1)
+            );
+            let read: i64 = base
+                .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                .bind(filter.scan_rows() + 1)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+            s.truncated = Some(read > filter.scan_rows());
         }
         Ok(s)
     }

@@ -325,3 +325,241 @@ async fn windows_over_several_days_add_whole_days_and_edge_hours_exactly() -> Te
     }
     b.finish().await
 }
+
+/// The `hooks` column as the pipeline writes it: a pre-hook outcome on some rows, the
+/// post-hook's outcome and returned metadata on others, in every value type.
+fn with_metadata(mut all: Vec<LogRow>) -> Vec<LogRow> {
+    for (i, r) in all.iter_mut().enumerate() {
+        let pre =
+            json!({"stage": "pre_hook", "function": "guard", "outcome": "ok", "latency_ms": 3});
+        let meta = match i % 6 {
+            0 => None,
+            1 => Some(json!({"tier": "gold", "score": 7, "vip": true})),
+            2 => Some(json!({"tier": "silver", "score": 7, "vip": false})),
+            3 => Some(json!({"tier": "gold", "score": 1.5, "nested": {"tier": "gold"}})),
+            4 => Some(json!({"tier": null, "team": "a b&c=d"})),
+            _ => Some(json!({})),
+        };
+        r.hooks = match (i % 4, meta) {
+            (0, _) => None,
+            (1, None) => Some(json!([pre]).to_string()),
+            (_, None) => None,
+            (_, Some(m)) => {
+                let post = json!({"stage": "post_hook", "function": "scorer", "outcome": "ok",
+                                  "latency_ms": 9, "metadata": m});
+                Some(
+                    if i % 2 == 0 {
+                        json!([pre, post])
+                    } else {
+                        json!([post])
+                    }
+                    .to_string(),
+                )
+            }
+        };
+    }
+    all
+}
+
+/// The value a row's post-hook returned for `key`, computed here independently of the store.
+fn meta_of(r: &LogRow, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(r.hooks.as_deref()?).ok()?;
+    let post = v.as_array()?.iter().find(|e| e["stage"] == "post_hook")?;
+    match &post["metadata"][key] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn metadata_filters_select_the_rows_whose_post_hook_returned_the_value() -> TestResult {
+    use crate::MetaMatch;
+    let b = backends().await?;
+    let all = with_metadata(rows(240));
+    for store in b.iter() {
+        store.insert_logs(&all).await?;
+        let cases: Vec<Vec<MetaMatch>> = vec![
+            vec![MetaMatch::new("tier", "gold")],
+            vec![MetaMatch::new("score", "7")],
+            vec![MetaMatch::new("score", "1.5")],
+            vec![MetaMatch::new("vip", "true")],
+            vec![MetaMatch::new("vip", "false")],
+            vec![MetaMatch::new("team", "a b&c=d")],
+            vec![MetaMatch::new("tier", "gold"), MetaMatch::new("score", "7")],
+            // `null`, objects and absent keys never match.
+            vec![MetaMatch::new("tier", "null")],
+            vec![MetaMatch::new("nested", "{\"tier\":\"gold\"}")],
+            vec![MetaMatch::new("stage", "post_hook")],
+            vec![MetaMatch::new("missing", "x")],
+        ];
+        for meta in cases {
+            let f = LogFilter {
+                meta: meta.clone(),
+                status: Some("2xx".into()),
+                ..Default::default()
+            };
+            let want: Vec<&LogRow> = all
+                .iter()
+                .filter(|r| matches(r, &f))
+                .filter(|r| {
+                    meta.iter()
+                        .all(|m| meta_of(r, &m.key).as_deref() == Some(m.value.as_str()))
+                })
+                .collect();
+            let never = ["null", "{\"tier\":\"gold\"}", "post_hook", "x"];
+            assert_eq!(
+                want.is_empty(),
+                never.contains(&meta[0].value.as_str()),
+                "{meta:?} selects {} rows",
+                want.len()
+            );
+            for r in &all {
+                assert_eq!(
+                    f.matches(r)?,
+                    want.iter().any(|w| w.request_id == r.request_id),
+                    "{meta:?} on {}",
+                    r.request_id
+                );
+            }
+            let mut want_ids: Vec<&str> = want.iter().map(|r| r.request_id.as_str()).collect();
+            want_ids.sort();
+            let mut got: Vec<String> = store
+                .query_logs(&f, 10_000)
+                .await?
+                .into_iter()
+                .map(|r| r.request_id)
+                .collect();
+            got.sort();
+            assert_eq!(got, want_ids, "{meta:?} on {:?}", store.backend());
+            let s = store.log_stats(&f).await?;
+            assert_eq!(s.requests, want.len() as i64, "{meta:?}");
+            assert_eq!(s.cost_picos, want.iter().map(|r| r.cost_picos).sum::<i64>());
+            assert_eq!(s.truncated, Some(false));
+        }
+        // The bound: only the newest rows the other conditions select are searched.
+        let newest = LogFilter {
+            meta: vec![MetaMatch::new("tier", "gold")],
+            api: Some("default".into()),
+            meta_scan_rows: Some(40),
+            ..Default::default()
+        };
+        let mut selected: Vec<&LogRow> = all.iter().filter(|r| r.api == "default").collect();
+        selected.sort_by(|a, b| (b.created_at, &b.request_id).cmp(&(a.created_at, &a.request_id)));
+        let want = selected[..40]
+            .iter()
+            .filter(|r| meta_of(r, "tier").as_deref() == Some("gold"))
+            .count();
+        assert!(want > 0);
+        assert_eq!(store.query_logs(&newest, 1_000).await?.len(), want);
+        let s = store.log_stats(&newest).await?;
+        assert_eq!((s.requests, s.truncated), (want as i64, Some(true)));
+        assert_eq!(
+            store.log_stats(&LogFilter::default()).await?.truncated,
+            None
+        );
+        // Too many conditions, or an empty key, are refused rather than run.
+        let five = LogFilter {
+            meta: (0..5)
+                .map(|i| MetaMatch::new(format!("k{i}"), "v"))
+                .collect(),
+            ..Default::default()
+        };
+        assert!(store.query_logs(&five, 10).await.is_err());
+        let empty = LogFilter {
+            meta: vec![MetaMatch::new("", "v")],
+            ..Default::default()
+        };
+        assert!(store.log_stats(&empty).await.is_err());
+    }
+    b.finish().await
+}
+
+#[tokio::test]
+async fn usage_by_metadata_equals_a_recomputation_and_says_when_it_was_cut() -> TestResult {
+    let b = backends().await?;
+    let all = with_metadata(rows(360));
+    for store in b.iter() {
+        store.insert_logs(&all).await?;
+        for key in ["tier", "score", "vip", "nested", "missing"] {
+            let got = store
+                .usage_by_metadata(key, T0, T0 + 3 * HOUR, 1_000)
+                .await?;
+            let mut want: BTreeMap<String, Sums> = BTreeMap::new();
+            for r in &all {
+                if let Some(v) = meta_of(r, key) {
+                    let e = want.entry(v).or_insert((0, 0, 0, 0, 0, vec![0; 12]));
+                    e.0 += 1;
+                    e.1 += i64::from(r.status >= 400);
+                    e.2 += r.prompt_tokens;
+                    e.3 += r.completion_tokens;
+                    e.4 += r.cost_picos;
+                    e.5[bucket(r.latency_ms)] += 1;
+                }
+            }
+            assert_eq!(got.scanned, all.len() as i64);
+            assert!(!got.truncated);
+            assert_eq!(
+                got.values,
+                want.len() as i64,
+                "{key} on {:?}",
+                store.backend()
+            );
+            assert_eq!(got.matched, want.values().map(|w| w.0).sum::<i64>());
+            for g in &got.groups {
+                let w = want.get(&g.key).ok_or("unexpected group")?;
+                assert_eq!(
+                    (
+                        g.requests,
+                        g.errors,
+                        g.prompt_tokens,
+                        g.completion_tokens,
+                        g.cost_picos
+                    ),
+                    (w.0, w.1, w.2, w.3, w.4),
+                    "{key}={} on {:?}",
+                    g.key,
+                    store.backend()
+                );
+                assert_eq!(g.histogram, w.5);
+                assert_eq!(g.p95_latency_ms, p95(&w.5));
+            }
+            // Most requests first.
+            assert!(
+                got.groups
+                    .windows(2)
+                    .all(|p| p[0].requests >= p[1].requests)
+            );
+        }
+        // The bound: only the newest rows of the window are read, and the answer says so.
+        let cut = store
+            .usage_by_metadata("tier", T0, T0 + 3 * HOUR, 50)
+            .await?;
+        assert_eq!(cut.scanned, 50);
+        assert!(cut.truncated);
+        // Exactly as many rows as the limit is not a cut.
+        let whole = store
+            .usage_by_metadata("tier", T0, T0 + 3 * HOUR, all.len() as i64)
+            .await?;
+        assert_eq!(whole.scanned, all.len() as i64);
+        assert!(!whole.truncated);
+        let mut newest: Vec<&LogRow> = all.iter().collect();
+        newest.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        let want = newest[..50]
+            .iter()
+            .filter(|r| meta_of(r, "tier").is_some())
+            .count() as i64;
+        assert_eq!(cut.matched, want);
+        // A window with no rows, and a key that cannot be asked for.
+        let none = store.usage_by_metadata("tier", 0, 1, 1_000).await?;
+        assert_eq!((none.scanned, none.groups.len()), (0, 0));
+        assert!(
+            store
+                .usage_by_metadata("", T0, T0 + HOUR, 10)
+                .await
+                .is_err()
+        );
+    }
+    b.finish().await
+}
