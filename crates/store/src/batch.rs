@@ -25,9 +25,29 @@ pub struct Hold {
 }
 
 /// Rows per multi-row statement: far below both backends' parameter limits.
-const ROWS: usize = 100;
+pub(crate) const ROWS: usize = 100;
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// `items` in chunks of at most `ROWS`, each of a size from a short fixed list (100, 10, 1):
+/// every multi-row statement's text is one of three per table, so each connection's
+/// statement cache holds three prepared statements instead of one per batch size (a
+/// prepared 100-row insert is large, and batch sizes vary with load).
+pub(crate) fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = [ROWS, 10, 1]
+            .into_iter()
+            .find(|&s| s <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// `($1, $2, …), ($n+1, …)` for `rows` rows of `width` parameters; anonymous `?` on SQLite,
 /// whose lookup of a numbered parameter scans every name before it (quadratic in a
@@ -105,7 +125,7 @@ async fn insert_ledger_rows(
     rows: &[Entry<'_>],
     now: i64,
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS) {
+    for chunk in chunks(rows) {
         let sql = format!(
             "INSERT INTO wallet_ledger (id, consumer_id, unit, kind, amount, request_id, created_at) VALUES {}",
             placeholders(backend, chunk.len(), 7)
@@ -241,7 +261,7 @@ impl Store {
             .zip(&out)
             .filter_map(|(h, ok)| ok.then_some(h))
             .collect();
-        for chunk in held.chunks(ROWS) {
+        for chunk in chunks(&held) {
             let sql = format!(
                 "INSERT INTO wallet_reservations (request_id, consumer_id, unit, amount, created_at) VALUES {}",
                 placeholders(backend, chunk.len(), 5)
@@ -287,7 +307,7 @@ pub(crate) async fn settle_many(
     let now = now_ms();
     // Duplicates first: a retried record must not count twice in its period.
     let mut seen: HashSet<&str> = HashSet::new();
-    for chunk in rows.chunks(ROWS) {
+    for chunk in chunks(rows) {
         let sql = format!(
             "SELECT request_id FROM usage_records WHERE request_id IN ({})",
             list(backend, chunk.len())
@@ -361,7 +381,8 @@ pub(crate) async fn settle_many(
         }
     }
 
-    for (chunk_no, chunk) in rows.chunks(ROWS).enumerate() {
+    let mut offset = 0;
+    for chunk in chunks(&rows) {
         let sql = format!(
             concat!(
                 "INSERT INTO usage_records (",
@@ -387,7 +408,7 @@ pub(crate) async fn settle_many(
                 .bind(u.cached_tokens)
                 .bind(u.estimated)
                 .bind(u.cost_picos)
-                .bind(charges[chunk_no * ROWS + j])
+                .bind(charges[offset + j])
                 .bind(u.status)
                 .bind(u.latency_ms)
                 .bind(json_text(&u.attempts)?);
@@ -399,6 +420,7 @@ pub(crate) async fn settle_many(
                 "a usage record was written concurrently".into(),
             ));
         }
+        offset += chunk.len();
     }
 
     // Wallet holds: all ended in one statement per chunk, then one update per wallet.
@@ -408,7 +430,7 @@ pub(crate) async fn settle_many(
         .copied()
         .filter(|u| u.subscription.is_some())
         .collect();
-    for chunk in with_sub.chunks(ROWS) {
+    for chunk in chunks(&with_sub) {
         let sql = format!(
             "DELETE FROM wallet_reservations WHERE request_id IN ({}) \
              RETURNING request_id, consumer_id, unit, amount",
@@ -515,4 +537,24 @@ pub(crate) async fn settle_many(
         .collect();
     crate::events::enqueue_many(tx, backend, "usage.settled", &events).await?;
     Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_everything_in_order_with_three_sizes_only() {
+        for n in 0..450 {
+            let items: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = chunks(&items).collect();
+            assert_eq!(parts.concat(), items);
+            assert!(
+                parts.iter().all(|p| [ROWS, 10, 1].contains(&p.len())),
+                "{n}"
+            );
+            // Largest first, so a batch needs at most 9 + 9 small statements.
+            assert!(parts.iter().filter(|p| p.len() < ROWS).count() <= 18);
+        }
+    }
 }

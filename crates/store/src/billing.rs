@@ -900,7 +900,7 @@ impl Store {
             .partition(|u| u.subscription.is_none() && !u.event);
         let mut tx = self.begin_write().await?;
         let mut new = 0;
-        for chunk in plain.chunks(BULK_ROWS) {
+        for chunk in crate::batch::chunks(&plain) {
             new += insert_plain(&mut tx, self.backend(), chunk).await?;
         }
         new += crate::batch::settle_many(&mut tx, self.backend(), &settling).await?;
@@ -977,9 +977,6 @@ impl Store {
             .collect()
     }
 }
-
-/// Rows per multi-row insert: 18 parameters each stays far below both backends' limits.
-const BULK_ROWS: usize = 100;
 
 /// Usage records with nothing to settle, in one statement.
 async fn insert_plain(

@@ -76,7 +76,7 @@ pub(crate) async fn enqueue_many(
     payloads: &[Value],
 ) -> Result<(), StoreError> {
     let now = now_ms();
-    for chunk in payloads.chunks(100) {
+    for chunk in crate::batch::chunks(payloads) {
         let sql = format!(
             "INSERT INTO billing_events (id, kind, payload, created_at, attempts, next_at) VALUES {}",
             crate::batch::placeholders(backend, chunk.len(), 6)

@@ -27,8 +27,6 @@ pub const BUCKETS_MS: [i64; 11] = [
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 const WIDTH: usize = 26;
-/// Rows per INSERT statement: 26 columns × 100 rows stays well under both backends' limits.
-const ROWS_PER_INSERT: usize = 100;
 
 /// The bucket a latency falls in.
 pub fn bucket(latency_ms: i64) -> usize {
@@ -537,7 +535,7 @@ impl Store {
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let backend = self.backend();
         let mut logged = std::collections::HashSet::new();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        for chunk in crate::batch::chunks(rows) {
             let sql = format!(
                 "SELECT request_id FROM request_log WHERE request_id IN ({})",
                 crate::batch::list(backend, chunk.len())
@@ -558,7 +556,7 @@ impl Store {
     async fn insert_new_logs(&self, rows: &[&LogRow]) -> Result<Option<usize>, StoreError> {
         let backend = self.backend();
         let mut tx = self.begin_write().await?;
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        for chunk in crate::batch::chunks(rows) {
             let sql = format!(
                 "INSERT INTO request_log ({COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING",
                 placeholders(backend, chunk.len(), WIDTH)
@@ -616,7 +614,7 @@ impl Store {
         let adds: Vec<_> = adds.into_iter().collect();
         for table in [Table::Consumer, Table::Model] {
             let mine: Vec<_> = adds.iter().filter(|(k, _)| k.0 == table).collect();
-            for chunk in mine.chunks(ROWS_PER_INSERT) {
+            for chunk in crate::batch::chunks(&mine) {
                 upsert_rollups(&mut tx, backend, table, chunk).await?;
             }
         }
