@@ -223,15 +223,22 @@ async fn serve_chat(
     .await?;
     account.trace = trace.clone();
     let limits = std::mem::take(&mut account.rate_headers);
-    let marks =
-        match stages::before(&gw, &snap, &caller, &request_id, &parts.headers, &mut chat).await {
-            Ok(m) => m,
-            Err(e) => {
-                settle::failed(&gw, account, e.parts().0.as_u16());
-                return Err(e);
-            }
-        };
+    let mut marks = stages::Marks::default();
+    let before = stages::before(
+        &gw,
+        &snap,
+        &caller,
+        &request_id,
+        &parts.headers,
+        &mut chat,
+        &mut marks,
+    )
+    .await;
     trace_marks(&trace, &marks);
+    if let Err(e) = before {
+        settle::failed(&gw, account, e.parts().0.as_u16());
+        return Err(e);
+    }
     if caller.api.settings.function.is_some() {
         return crate::backend::serve(
             gw.clone(),
@@ -265,7 +272,6 @@ async fn serve_chat(
             .map(|r| with_headers(with_headers(r, marks.headers()), limits));
     }
     let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
-    let mut marks = marks;
     let completion = match format {
         Format::Anthropic => Some(served.value.clone().into_completion(&served.provider)?),
         Format::OpenAi { .. } => None,
