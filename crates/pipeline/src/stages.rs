@@ -42,6 +42,8 @@ pub struct Marks {
     pub pii: crate::pii::Counts,
     /// Categories of a flagged prompt or answer.
     pub flagged: Vec<String>,
+    /// Categories that stopped the request in block mode (for its log row).
+    pub blocked: Vec<String>,
     pub outcomes: Vec<StageOutcome>,
     /// Chunks the RAG stage injected.
     pub rag: Vec<knowledge::retrieve::Hit>,
@@ -49,11 +51,12 @@ pub struct Marks {
 
 impl Marks {
     pub fn flag(&mut self, categories: Vec<String>) {
-        for c in categories {
-            if !self.flagged.contains(&c) {
-                self.flagged.push(c);
-            }
-        }
+        moderation::merge(&mut self.flagged, categories);
+    }
+
+    /// The request log's `moderation` verdict, if moderation found anything.
+    pub fn moderation(&self) -> Option<String> {
+        moderation::verdict_value(&self.flagged, &self.blocked)
     }
 
     /// `x-gateway-pii`, `x-gateway-moderation`, `x-gateway-hooks` (only what applies).
@@ -132,6 +135,7 @@ pub async fn before(
                 tracing::info!(target: "gateway::hooks", stage = "moderation_input",
                     categories = %cats, mode = ?m.mode, "unsafe prompt");
                 if m.mode == access::stages::ModerationMode::Block {
+                    marks.blocked = v.categories;
                     return Err(GatewayError::ContentPolicy(cats));
                 }
                 marks.flag(v.categories);
@@ -277,7 +281,8 @@ fn decide(v: &Value) -> Result<Decision, CallError> {
 }
 
 /// Output moderation of a non-streaming answer: `Err` in block mode (the answer is not
-/// delivered; its tokens were spent and are billed), flags recorded otherwise.
+/// delivered; its tokens were spent and are billed), flags recorded otherwise; either way the
+/// verdict is in `marks` for the log.
 pub async fn check_output(
     gw: &Gateway,
     snap: &Snapshot,
@@ -291,7 +296,9 @@ pub async fn check_output(
     match moderation::classify(snap, &gw.health, m, text).await {
         Ok(v) if v.unsafe_() => {
             if m.mode == access::stages::ModerationMode::Block {
-                return Err(GatewayError::ContentPolicy(v.categories.join(",")));
+                let cats = v.categories.join(",");
+                marks.blocked = v.categories;
+                return Err(GatewayError::ContentPolicy(cats));
             }
             marks.flag(v.categories);
             Ok(())
