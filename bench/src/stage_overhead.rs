@@ -86,19 +86,20 @@ async fn with_stages(env: &Env, caller: &Caller, n: u64) -> anyhow::Result<()> {
         let request_id = black_box(i);
         let id = "req_0123456789abcdef000000000000";
         let mut resp = HeaderMap::new();
-        let mut marks = match stages::before(
+        let mut marks = stages::Marks::default();
+        if let Err(e) = stages::before(
             &env.gw,
             &env.snap,
             black_box(caller),
             id,
             &env.headers,
             &mut chat,
+            &mut marks,
         )
         .await
         {
-            Ok(m) => m,
-            Err(e) => anyhow::bail!("the stages refused the request: {e}"),
-        };
+            anyhow::bail!("the stages refused the request: {e}");
+        }
         let post = stages::PostHook::new(caller, id, &chat);
         if stages::check_output(&env.gw, &env.snap, caller, "Hello.", &mut marks)
             .await

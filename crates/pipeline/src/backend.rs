@@ -5,9 +5,10 @@
 //! [`crate::functions::MAX_BYTES`], each chunk within the function's deadline). A `usage`
 //! object (`prompt_tokens`, `completion_tokens`) in the JSON or in a stream event is billed.
 //! Any failure is 502 `function_failed` (504 `function_timeout` past the deadline): there is
-//! nothing to fall back to.
+//! nothing to fall back to. The call is one span in the request log's `hooks` ([`Span`]),
+//! written when its answer was read, when it failed, or — a stream — when the stream ended.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -22,7 +23,8 @@ use wire::openai::{ChatRequest, Usage};
 use crate::account::{Account, Outcome};
 use crate::edge::Caller;
 use crate::error::GatewayError;
-use crate::functions::{CallError, MAX_BYTES, StageOutcome};
+use crate::functions::{CallError, FailureMode, MAX_BYTES, StageOutcome};
+use crate::log::Trace;
 use crate::stages::{Marks, consumer_json, marks_json};
 use crate::state::{Gateway, Snapshot};
 
@@ -59,6 +61,31 @@ fn usage_of(v: &Value) -> Option<Usage> {
     Some(Usage::new(p, c, None))
 }
 
+/// Finds the `usage` object of a stream's `data:` events as its bytes go by.
+#[derive(Default)]
+struct UsageScan {
+    line: Vec<u8>,
+    usage: Option<Usage>,
+}
+
+impl UsageScan {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                if let Some(json) = self.line.strip_prefix(b"data: ")
+                    && let Ok(v) = serde_json::from_slice::<Value>(json)
+                    && let Some(u) = usage_of(&v)
+                {
+                    self.usage = Some(u);
+                }
+                self.line.clear();
+            } else if self.line.len() < 64 * 1024 {
+                self.line.push(b);
+            }
+        }
+    }
+}
+
 /// Settles the request once, with the usage the function reported (on drop if never told).
 struct Settle {
     gw: Arc<Gateway>,
@@ -93,6 +120,79 @@ impl Drop for Settle {
     }
 }
 
+/// The function call's span in the request log's `hooks`, written once: with its outcome when
+/// the call is over, `cancelled` if it is dropped first (the consumer went away). Holding the
+/// trace keeps the row open until the span is in it.
+struct Span {
+    trace: Option<Trace>,
+    function: String,
+    started: Instant,
+}
+
+impl Span {
+    /// The outcome so far, for `x-gateway-hooks` when a stream's head arrives (not logged: the
+    /// span is, when the stream ends).
+    fn head(&self) -> StageOutcome {
+        StageOutcome {
+            stage: STAGE,
+            function: self.function.clone(),
+            outcome: "ok".into(),
+            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error: None,
+            failure: None,
+        }
+    }
+
+    fn ok(&mut self) -> StageOutcome {
+        let o = StageOutcome::new(STAGE, &self.function, "ok", self.started);
+        self.write(&o);
+        o
+    }
+
+    /// A backend's failure always fails the request: there is nothing to fall back to.
+    fn failed(&mut self, e: &CallError) {
+        let closed = Some(FailureMode::FailClosed);
+        let o = StageOutcome::failed(STAGE, &self.function, e, closed, self.started);
+        self.write(&o);
+    }
+
+    fn write(&mut self, o: &StageOutcome) {
+        if let Some(t) = self.trace.take() {
+            t.push_hook(serde_json::to_value(o).unwrap_or(Value::Null));
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        if self.trace.is_some() {
+            let o = StageOutcome::new(STAGE, &self.function, "cancelled", self.started);
+            self.write(&o);
+        }
+    }
+}
+
+/// A failed call: counted, logged, its span written and the request settled as failed (with
+/// the usage the function reported before it failed, if any).
+fn failed(
+    gw: &Gateway,
+    settle: &mut Settle,
+    span: &mut Span,
+    e: CallError,
+    usage: Option<Usage>,
+) -> GatewayError {
+    gw.counters.note_hook_failure();
+    tracing::warn!(target: "gateway::hooks", stage = STAGE, function = %span.function,
+        error = %e, "function backend failed");
+    span.failed(&e);
+    let err = match e {
+        CallError::Timeout(_) => GatewayError::FunctionTimeout,
+        other => GatewayError::FunctionFailed(other.to_string()),
+    };
+    settle.done(err.parts().0.as_u16(), usage);
+    err
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site; the stage's inputs"
@@ -114,12 +214,21 @@ pub async fn serve(
         account: Some(account),
         function: name.clone(),
     };
-    let Some(f) = snap.functions.get(&name).cloned() else {
-        settle.done(502, None);
-        return Err(GatewayError::FunctionFailed("it is not configured".into()));
-    };
-    let started = Instant::now();
     let trace = settle.account.as_ref().and_then(|a| a.trace.clone());
+    let mut span = Span {
+        trace: trace.clone(),
+        function: name.clone(),
+        started: Instant::now(),
+    };
+    let Some(f) = snap.functions.get(&name).cloned() else {
+        return Err(failed(
+            &gw,
+            &mut settle,
+            &mut span,
+            CallError::NotConfigured,
+            None,
+        ));
+    };
     let post = crate::stages::PostHook::new(caller, request_id, chat).map(|p| p.with_trace(trace));
     let body = json!({
         "stage": STAGE,
@@ -130,25 +239,14 @@ pub async fn serve(
         "consumer": consumer_json(caller),
         "context": marks_json(&marks),
     });
-    let fail = |e: CallError, settle: &mut Settle, gw: &Gateway| {
-        gw.counters.note_hook_failure();
-        tracing::warn!(target: "gateway::hooks", stage = STAGE, function = %name, error = %e,
-            "function backend failed");
-        StageOutcome::new(STAGE, &name, e.outcome(), started);
-        let err = match e {
-            CallError::Timeout(_) => GatewayError::FunctionTimeout,
-            other => GatewayError::FunctionFailed(other.to_string()),
-        };
-        settle.done(err.parts().0.as_u16(), None);
-        err
-    };
     let resp = match f.open(STAGE, request_id, &body).await {
         Ok(r) => r,
-        Err(e) => return Err(fail(e, &mut settle, &gw)),
+        Err(e) => return Err(failed(&gw, &mut settle, &mut span, e, None)),
     };
     let status = resp.status();
     if !status.is_success() {
-        return Err(fail(CallError::Status(status.as_u16()), &mut settle, &gw));
+        let e = CallError::Status(status.as_u16());
+        return Err(failed(&gw, &mut settle, &mut span, e, None));
     }
     let sse = resp
         .headers()
@@ -173,24 +271,21 @@ pub async fn serve(
             }
             Ok(out.freeze())
         };
-        let bytes = match tokio::time::timeout(deadline, read).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err(fail(e, &mut settle, &gw)),
-            Err(_) => {
-                return Err(fail(
-                    CallError::Timeout(deadline.as_millis()),
-                    &mut settle,
-                    &gw,
-                ));
-            }
+        let read = match tokio::time::timeout(deadline, read).await {
+            Ok(read) => read,
+            Err(_) => Err(CallError::Timeout(deadline.as_millis())),
         };
-        let v: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(_) => return Err(fail(CallError::InvalidJson, &mut settle, &gw)),
+        let v = read.and_then(|b| {
+            serde_json::from_slice::<Value>(&b)
+                .map(|v| (b, v))
+                .map_err(|_| CallError::InvalidJson)
+        });
+        let (bytes, v) = match v {
+            Ok(bv) => bv,
+            Err(e) => return Err(failed(&gw, &mut settle, &mut span, e, None)),
         };
-        marks
-            .outcomes
-            .push(StageOutcome::new(STAGE, &name, "ok", started));
+        // The span is in the row before the post-hook may add its own.
+        marks.outcomes.push(span.ok());
         let usage = usage_of(&v);
         let cost = settle.done(200, usage);
         if let Some(p) = post {
@@ -215,56 +310,46 @@ pub async fn serve(
         }
         return Ok(r);
     }
-    marks
-        .outcomes
-        .push(StageOutcome::new(STAGE, &name, "ok", started));
-    let usage2: Arc<Mutex<Option<Usage>>> = Arc::default();
+    // The header has the time to the stream's head; the row's span lasts to the stream's end.
+    marks.outcomes.push(span.head());
     let (gw2, snap2, context) = (gw.clone(), snap.clone(), marks_json(&marks));
     let stream = async_stream::stream! {
+        let (mut settle, mut span) = (settle, span);
+        let mut scan = UsageScan::default();
         let mut total = 0usize;
-        let mut line = Vec::new();
-        let mut settle = settle;
-        loop {
+        let (e, usage) = loop {
             let frame = match tokio::time::timeout(deadline, incoming.frame()).await {
                 Ok(Some(Ok(f))) => f,
-                Ok(None) => break,
-                Ok(Some(Err(_))) | Err(_) => {
-                    let u = usage2.lock().ok().and_then(|u| *u);
-                    settle.done(502, u);
-                    yield Ok::<Bytes, std::convert::Infallible>(crate::egress::openai_error(
-                        &GatewayError::FunctionFailed("the stream broke off".into())));
+                Ok(None) => {
+                    span.ok();
+                    settle.done(200, scan.usage);
+                    if let Some(p) = post {
+                        p.spawn(gw2, &snap2, Some("function"), scan.usage, 200, context);
+                    }
                     return;
                 }
+                Ok(Some(Err(_))) => {
+                    break (CallError::Fetch("the stream broke off".into()), scan.usage);
+                }
+                Err(_) => break (CallError::Timeout(deadline.as_millis()), scan.usage),
             };
             let Some(d) = frame.data_ref() else { continue };
             total += d.len();
             if total > MAX_BYTES {
-                settle.done(502, None);
-                yield Ok(crate::egress::openai_error(&GatewayError::FunctionFailed(
-                    format!("stream larger than {MAX_BYTES} bytes"))));
-                return;
+                break (CallError::Fetch(format!("stream larger than {MAX_BYTES} bytes")), None);
             }
-            for &b in d.iter() {
-                if b == b'\n' {
-                    if let Some(json) = line.strip_prefix(b"data: ")
-                        && let Ok(v) = serde_json::from_slice::<Value>(json)
-                        && let Some(u) = usage_of(&v)
-                        && let Ok(mut slot) = usage2.lock()
-                    {
-                        *slot = Some(u);
-                    }
-                    line.clear();
-                } else if line.len() < 64 * 1024 {
-                    line.push(b);
-                }
-            }
-            yield Ok(d.clone());
+            scan.feed(d);
+            yield Ok::<Bytes, std::convert::Infallible>(d.clone());
+        };
+        // Cut short after the head: the row says how (its span and error code), the request is
+        // settled, and the consumer gets an error event instead of the stream's end.
+        let trace = span.trace.clone();
+        let err = failed(&gw2, &mut settle, &mut span, e, usage);
+        if let Some(t) = trace {
+            let code = err.parts().2;
+            t.set(|r| r.error = Some(code));
         }
-        let u = usage2.lock().ok().and_then(|u| *u);
-        settle.done(200, u);
-        if let Some(p) = post {
-            p.spawn(gw2, &snap2, Some("function"), u, 200, context);
-        }
+        yield Ok(crate::egress::openai_error(&err));
     };
     let mut r = (
         StatusCode::OK,

@@ -86,6 +86,9 @@ pub enum CallError {
     Status(u16),
     #[error("the function's answer is not what its stage expects: {0}")]
     Contract(String),
+    /// Named by the API but gone from the configuration (deleted since it was validated).
+    #[error("the function is not configured")]
+    NotConfigured,
 }
 
 impl CallError {
@@ -188,15 +191,24 @@ impl Function {
     }
 }
 
-/// One stage's call, for `x-gateway-hooks`, the log and (later) the request log.
+/// One stage's call (a span): for `x-gateway-hooks`, the `gateway::hooks` log and the request
+/// log's `hooks` column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StageOutcome {
     /// `pre_hook`, `post_hook`, `function`.
     pub stage: &'static str,
     pub function: String,
-    /// `ok`, `rewrite`, `reject`, `error`, `timeout`.
+    /// `ok`, `rewrite`, `reject`, `error`, `timeout`, `cancelled` (the consumer left first).
     pub outcome: String,
+    /// From the call's start to its answer (a function backend's stream: to the stream's end).
     pub latency_ms: u64,
+    /// What went wrong ([`CallError`]'s message), on `error` and `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// On a failure, what it did to the request: `fail_open` (it went on without the hook) or
+    /// `fail_closed` (it failed). None for a post-hook, whose failure never touches the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<&'static str>,
 }
 
 impl StageOutcome {
@@ -206,10 +218,27 @@ impl StageOutcome {
             function: function.to_string(),
             outcome: outcome.to_string(),
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error: None,
+            failure: None,
         };
         tracing::info!(target: "gateway::hooks", stage, function, outcome,
             latency_ms = o.latency_ms, "function call");
         o
+    }
+
+    /// A call that failed with `e`, which `failure` then applied to the request (if anything).
+    pub fn failed(
+        stage: &'static str,
+        function: &str,
+        e: &CallError,
+        failure: Option<FailureMode>,
+        started: Instant,
+    ) -> Self {
+        StageOutcome {
+            error: Some(e.to_string()),
+            failure: failure.map(FailureMode::as_str),
+            ..StageOutcome::new(stage, function, e.outcome(), started)
+        }
     }
 
     /// `pre=ok;12ms`.
@@ -289,7 +318,32 @@ mod tests {
             function: "f".into(),
             outcome: "ok".into(),
             latency_ms: 12,
+            error: None,
+            failure: None,
         };
         assert_eq!(o.header_part(), "pre=ok;12ms");
+    }
+
+    #[test]
+    fn a_failed_span_says_what_went_wrong_and_what_it_did() {
+        let started = Instant::now();
+        let o = StageOutcome::failed(
+            "pre_hook",
+            "f",
+            &CallError::Status(500),
+            Some(FailureMode::FailOpen),
+            started,
+        );
+        assert_eq!(o.header_part().split(';').next(), Some("pre=error"));
+        let v = serde_json::to_value(&o).unwrap_or_default();
+        assert_eq!(v["error"], "the function answered HTTP 500");
+        assert_eq!(v["failure"], "fail_open");
+        // An answered call carries neither.
+        let v = serde_json::to_value(StageOutcome::new("post_hook", "f", "ok", started))
+            .unwrap_or_default();
+        assert!(
+            v.get("error").is_none() && v.get("failure").is_none(),
+            "{v}"
+        );
     }
 }

@@ -64,18 +64,20 @@ fn traced(
     Some(trace)
 }
 
-/// The stages' verdicts in the log row: moderation flags and hook/function outcomes.
+/// The stages' verdicts in the log row: moderation flags or blocks and hook outcomes. Written
+/// before any later span is appended to `hooks` (the function backend's, the post-hook's).
 fn trace_marks(trace: &Option<Trace>, marks: &stages::Marks) {
     let Some(t) = trace else { return };
-    if marks.flagged.is_empty() && marks.outcomes.is_empty() && marks.rag.is_empty() {
+    let moderation = marks.moderation();
+    if moderation.is_none() && marks.outcomes.is_empty() && marks.rag.is_empty() {
         return;
     }
     t.set(|r| {
         if !marks.rag.is_empty() {
             r.rag_sources = Some(knowledge::retrieve::sources(&marks.rag).join(", "));
         }
-        if !marks.flagged.is_empty() {
-            r.moderation = Some(crate::moderation::flag_value(&marks.flagged));
+        if moderation.is_some() {
+            r.moderation = moderation;
         }
         if !marks.outcomes.is_empty() {
             r.hooks = serde_json::to_string(&marks.outcomes).ok();
@@ -223,15 +225,22 @@ async fn serve_chat(
     .await?;
     account.trace = trace.clone();
     let limits = std::mem::take(&mut account.rate_headers);
-    let marks =
-        match stages::before(&gw, &snap, &caller, &request_id, &parts.headers, &mut chat).await {
-            Ok(m) => m,
-            Err(e) => {
-                settle::failed(&gw, account, e.parts().0.as_u16());
-                return Err(e);
-            }
-        };
+    let mut marks = stages::Marks::default();
+    let before = stages::before(
+        &gw,
+        &snap,
+        &caller,
+        &request_id,
+        &parts.headers,
+        &mut chat,
+        &mut marks,
+    )
+    .await;
     trace_marks(&trace, &marks);
+    if let Err(e) = before {
+        settle::failed(&gw, account, e.parts().0.as_u16());
+        return Err(e);
+    }
     if caller.api.settings.function.is_some() {
         return crate::backend::serve(
             gw.clone(),
@@ -252,6 +261,7 @@ async fn serve_chat(
     if chat.is_stream() {
         let around = Around {
             moderation: caller.api.settings.moderation.clone().filter(|m| m.output),
+            flagged: marks.flagged.clone(),
             // Built only when a post-hook will read it: a disabled stage costs nothing.
             marks: if post.is_some() {
                 stages::marks_json(&marks)
@@ -265,12 +275,11 @@ async fn serve_chat(
             .map(|r| with_headers(with_headers(r, marks.headers()), limits));
     }
     let (served, cost) = complete(&gw, &snap, &chat, &ask, account).await?;
-    let mut marks = marks;
     let completion = match format {
         Format::Anthropic => Some(served.value.clone().into_completion(&served.provider)?),
         Format::OpenAi { .. } => None,
     };
-    if caller
+    let checked = if caller
         .api
         .settings
         .moderation
@@ -278,10 +287,14 @@ async fn serve_chat(
         .is_some_and(|m| m.output)
     {
         let text = answer_text(&served.value, &served.provider);
-        stages::check_output(&gw, &snap, &caller, &text, &mut marks).await?;
-    }
-    // The row gets the stages' marks before the post-hook may add its own entry to `hooks`.
+        stages::check_output(&gw, &snap, &caller, &text, &mut marks).await
+    } else {
+        Ok(())
+    };
+    // The row gets the stages' marks (a block's too) before the post-hook may add its own entry
+    // to `hooks`.
     trace_marks(&trace, &marks);
+    checked?;
     if let Some(p) = post {
         p.spawn(
             gw.clone(),
@@ -328,6 +341,8 @@ fn answer_text(out: &ChatOutput, provider: &str) -> String {
 /// What a stream carries besides the model's chunks: output moderation and the post-hook.
 struct Around {
     moderation: Option<access::stages::ModerationSettings>,
+    /// Input moderation's flags, merged with the output's for the log row and the post-hook.
+    flagged: Vec<String>,
     post: Option<stages::PostHook>,
     marks: serde_json::Value,
 }
@@ -373,6 +388,7 @@ async fn stream_reply(
         let flags: moderation::StreamFlags = Default::default();
         let mut post = None;
         let mut marks = serde_json::Value::Null;
+        let mut flagged = Vec::new();
         if let Some(a) = around {
             if let Some(m) = a.moderation {
                 rest = moderation::watch_stream(
@@ -386,17 +402,34 @@ async fn stream_reply(
             }
             post = a.post;
             marks = a.marks;
+            flagged = a.flagged;
         }
         let (gw3, snap3, provider) = (gw2.clone(), snap2.clone(), served.provider.clone());
+        let trace = trace.clone();
         let on_end: egress::OnEnd = Box::new(move |end| {
             let trailer = on_end(end);
             let flag = moderation::flag_comment(&flags);
+            let verdict = flags.lock().map(|f| f.clone()).unwrap_or_default();
+            moderation::merge(&mut flagged, verdict.flagged);
+            // What the windows found joins the row (after settlement, whose `stream_cut` a
+            // moderation stop replaces with its own code).
+            let found = moderation::verdict_value(&flagged, &verdict.blocked);
+            if let Some(t) = trace.as_ref()
+                && (found.is_some() || verdict.stopped.is_some())
+            {
+                t.set(|r| {
+                    if found.is_some() {
+                        r.moderation = found;
+                    }
+                    if let Some(code) = verdict.stopped {
+                        r.error = Some(code.into());
+                    }
+                });
+            }
             if let Some(p) = post {
                 let mut marks = marks;
-                if let Ok(f) = flags.lock()
-                    && !f.is_empty()
-                {
-                    marks["moderation"] = serde_json::json!(*f);
+                if !flagged.is_empty() {
+                    marks["moderation"] = serde_json::json!(flagged);
                 }
                 let status = if end.complete { 200 } else { 502 };
                 p.spawn(gw3, &snap3, Some(&provider), end.usage, status, marks);

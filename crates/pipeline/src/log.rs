@@ -287,6 +287,19 @@ impl Trace {
         }
     }
 
+    /// Appends one hook or function call (a span) to the row's `hooks` list.
+    pub fn push_hook(&self, span: serde_json::Value) {
+        self.set(|r| {
+            let mut list: Vec<serde_json::Value> = r
+                .hooks
+                .as_deref()
+                .and_then(|h| serde_json::from_str(h).ok())
+                .unwrap_or_default();
+            list.push(span);
+            r.hooks = serde_json::to_string(&list).ok();
+        });
+    }
+
     /// Records that the first token is here (now).
     pub fn first_token(&self) {
         let at = ms(self.0.started.elapsed());

@@ -322,6 +322,24 @@ pub fn flag_value(categories: &[String]) -> String {
     format!("flagged; categories={}", categories.join(","))
 }
 
+/// The request log's `moderation` column: `blocked; categories=…` when moderation stopped the
+/// request or its stream, else `flagged; categories=…`, else nothing.
+pub fn verdict_value(flagged: &[String], blocked: &[String]) -> Option<String> {
+    if !blocked.is_empty() {
+        return Some(format!("blocked; categories={}", blocked.join(",")));
+    }
+    (!flagged.is_empty()).then(|| flag_value(flagged))
+}
+
+/// Adds `categories` to `into`, each once, in order of first sight.
+pub fn merge(into: &mut Vec<String>, categories: impl IntoIterator<Item = String>) {
+    for c in categories {
+        if !into.contains(&c) {
+            into.push(c);
+        }
+    }
+}
+
 /// A classifier failure: counted and logged; the caller decides between on and 503.
 pub fn failed(gw: &Gateway, stage: &'static str, e: &ModerationError) {
     gw.counters.note_moderation_failure();
@@ -333,8 +351,21 @@ pub const WINDOW: usize = 512;
 /// Characters of the previous window re-checked with the next (a phrase across the edge).
 const OVERLAP: usize = 64;
 
-/// What output moderation of a stream found, read by the end hook (a flag comment).
-pub type StreamFlags = Arc<Mutex<Vec<String>>>;
+/// What output moderation found in a stream's windows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StreamVerdict {
+    /// Categories of flagged windows (flag mode).
+    pub flagged: Vec<String>,
+    /// Categories of the window that stopped the stream (block mode).
+    pub blocked: Vec<String>,
+    /// The error code the stream was stopped with (`content_policy_violation`, or
+    /// `moderation_unavailable` when a fail-closed classifier failed).
+    pub stopped: Option<&'static str>,
+}
+
+/// Shared between the watched stream and its end hook (the flag comment, the post-hook's
+/// metadata and the request log's row).
+pub type StreamFlags = Arc<Mutex<StreamVerdict>>;
 
 fn stopped(message: String) -> ProviderError {
     let mut e = ProviderError::new("gateway", ErrorClass::BadRequest, message);
@@ -371,7 +402,8 @@ fn delta_text(item: &StreamItem) -> String {
 /// Watches a stream's text: every [`WINDOW`] characters and at the end the classifier looks
 /// at what arrived since the last check (with a little overlap). Block mode ends the stream
 /// with a `content_policy_violation` error event; flag mode records the categories in `flags`
-/// (the end hook writes them as a final SSE comment). The first chunk's text counts too.
+/// (the end hook writes them as a final SSE comment). Either way `flags` has the verdict for
+/// the request log. The first chunk's text counts too.
 pub fn watch_stream(
     gw: Arc<Gateway>,
     snap: Arc<Snapshot>,
@@ -430,24 +462,30 @@ async fn check(
         Ok(v) if v.unsafe_() => {
             tracing::info!(target: "gateway::hooks", stage = "moderation_output",
                 categories = %v.categories.join(","), block, "unsafe output");
-            if block {
-                return Some(stopped(format!(
+            let message = block.then(|| {
+                format!(
                     "The answer was stopped by the gateway's output moderation (categories: {}).",
                     v.categories.join(",")
-                )));
-            }
+                )
+            });
             if let Ok(mut f) = flags.lock() {
-                for c in v.categories {
-                    if !f.contains(&c) {
-                        f.push(c);
-                    }
+                if block {
+                    f.blocked = v.categories;
+                    f.stopped = Some("content_policy_violation");
+                } else {
+                    merge(&mut f.flagged, v.categories);
                 }
             }
-            None
+            message.map(stopped)
         }
         Ok(_) => None,
         Err(e) => {
             failed(gw, "moderation_output", &e);
+            if settings.fail_closed
+                && let Ok(mut f) = flags.lock()
+            {
+                f.stopped = Some("moderation_unavailable");
+            }
             settings.fail_closed.then(|| {
                 let mut e = ProviderError::new(
                     "gateway",
@@ -464,7 +502,12 @@ async fn check(
 /// The final SSE comment of a flagged stream.
 pub fn flag_comment(flags: &StreamFlags) -> Option<Bytes> {
     let f = flags.lock().ok()?;
-    (!f.is_empty()).then(|| Bytes::from(format!(": x-gateway-moderation={}\n\n", flag_value(&f))))
+    (!f.flagged.is_empty()).then(|| {
+        Bytes::from(format!(
+            ": x-gateway-moderation={}\n\n",
+            flag_value(&f.flagged)
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -483,6 +526,23 @@ mod tests {
             Some(vec!["unsafe".to_string()])
         );
         assert!(parse_guard_answer("I cannot help with that").is_err());
+    }
+
+    #[test]
+    fn the_log_verdict_is_the_block_else_the_flags() {
+        let (a, b) = (vec!["hate".to_string()], vec!["violence".to_string()]);
+        assert_eq!(verdict_value(&[], &[]), None);
+        assert_eq!(
+            verdict_value(&a, &[]).as_deref(),
+            Some("flagged; categories=hate")
+        );
+        assert_eq!(
+            verdict_value(&a, &b).as_deref(),
+            Some("blocked; categories=violence")
+        );
+        let mut flagged = a.clone();
+        merge(&mut flagged, vec!["violence".into(), "hate".into()]);
+        assert_eq!(flagged, ["hate", "violence"]);
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Marks {
     pub pii: crate::pii::Counts,
     /// Categories of a flagged prompt or answer.
     pub flagged: Vec<String>,
+    /// Categories that stopped the request in block mode (for its log row).
+    pub blocked: Vec<String>,
     pub outcomes: Vec<StageOutcome>,
     /// Chunks the RAG stage injected.
     pub rag: Vec<knowledge::retrieve::Hit>,
@@ -49,11 +51,12 @@ pub struct Marks {
 
 impl Marks {
     pub fn flag(&mut self, categories: Vec<String>) {
-        for c in categories {
-            if !self.flagged.contains(&c) {
-                self.flagged.push(c);
-            }
-        }
+        moderation::merge(&mut self.flagged, categories);
+    }
+
+    /// The request log's `moderation` verdict, if moderation found anything.
+    pub fn moderation(&self) -> Option<String> {
+        moderation::verdict_value(&self.flagged, &self.blocked)
     }
 
     /// `x-gateway-pii`, `x-gateway-moderation`, `x-gateway-hooks` (only what applies).
@@ -109,7 +112,8 @@ fn metadata_json(headers: &HeaderMap) -> Value {
     Value::Object(m)
 }
 
-/// Runs the input stages over `chat` (which they may rewrite).
+/// Runs the input stages over `chat` (which they may rewrite), recording what they found in
+/// `marks` — also when one of them fails the request, so that its log row says why.
 pub async fn before(
     gw: &Gateway,
     snap: &Snapshot,
@@ -117,8 +121,8 @@ pub async fn before(
     request_id: &str,
     headers: &HeaderMap,
     chat: &mut ChatRequest,
-) -> Result<Marks, GatewayError> {
-    let mut marks = Marks::default();
+    marks: &mut Marks,
+) -> Result<(), GatewayError> {
     let settings = &caller.api.settings;
     if let Some(pii) = &settings.pii {
         marks.pii = crate::pii::guard_chat(chat, pii);
@@ -131,6 +135,7 @@ pub async fn before(
                 tracing::info!(target: "gateway::hooks", stage = "moderation_input",
                     categories = %cats, mode = ?m.mode, "unsafe prompt");
                 if m.mode == access::stages::ModerationMode::Block {
+                    marks.blocked = v.categories;
                     return Err(GatewayError::ContentPolicy(cats));
                 }
                 marks.flag(v.categories);
@@ -148,12 +153,9 @@ pub async fn before(
         marks.rag = crate::rag::stage(gw, rag, chat).await?;
     }
     if let Some(name) = &settings.pre_hook {
-        pre_hook(
-            gw, snap, caller, request_id, headers, chat, name, &mut marks,
-        )
-        .await?;
+        pre_hook(gw, snap, caller, request_id, headers, chat, name, marks).await?;
     }
-    Ok(marks)
+    Ok(())
 }
 
 #[expect(
@@ -175,10 +177,15 @@ async fn pre_hook(
     let Some(f) = snap.functions.get(name) else {
         // Validated at load; a function deleted since fails as the hook's mode says.
         gw.counters.note_hook_failure();
-        marks
-            .outcomes
-            .push(StageOutcome::new(STAGE, name, "error", started));
-        return fail(FailureMode::FailClosed, STAGE);
+        let closed = FailureMode::FailClosed;
+        marks.outcomes.push(StageOutcome::failed(
+            STAGE,
+            name,
+            &CallError::NotConfigured,
+            Some(closed),
+            started,
+        ));
+        return fail(closed, STAGE);
     };
     let body = json!({
         "stage": STAGE,
@@ -216,9 +223,13 @@ async fn pre_hook(
             gw.counters.note_hook_failure();
             tracing::warn!(target: "gateway::hooks", stage = STAGE, function = name,
                 error = %e, "hook failed");
-            marks
-                .outcomes
-                .push(StageOutcome::new(STAGE, name, e.outcome(), started));
+            marks.outcomes.push(StageOutcome::failed(
+                STAGE,
+                name,
+                &e,
+                Some(f.failure),
+                started,
+            ));
             fail(f.failure, STAGE)
         }
     }
@@ -270,7 +281,8 @@ fn decide(v: &Value) -> Result<Decision, CallError> {
 }
 
 /// Output moderation of a non-streaming answer: `Err` in block mode (the answer is not
-/// delivered; its tokens were spent and are billed), flags recorded otherwise.
+/// delivered; its tokens were spent and are billed), flags recorded otherwise; either way the
+/// verdict is in `marks` for the log.
 pub async fn check_output(
     gw: &Gateway,
     snap: &Snapshot,
@@ -284,7 +296,9 @@ pub async fn check_output(
     match moderation::classify(snap, &gw.health, m, text).await {
         Ok(v) if v.unsafe_() => {
             if m.mode == access::stages::ModerationMode::Block {
-                return Err(GatewayError::ContentPolicy(v.categories.join(",")));
+                let cats = v.categories.join(",");
+                marks.blocked = v.categories;
+                return Err(GatewayError::ContentPolicy(cats));
             }
             marks.flag(v.categories);
             Ok(())
@@ -360,7 +374,7 @@ impl PostHook {
             let started = Instant::now();
             let answer = f.call_json("post_hook", &self.request_id, &self.body).await;
             let mut returned = None;
-            let outcome = match answer {
+            let o = match answer {
                 Ok(v) => {
                     if let Some(meta) = v.get("metadata").filter(|m| m.is_object()) {
                         returned = Some(meta.clone());
@@ -373,30 +387,21 @@ impl PostHook {
                             metadata: meta.clone(),
                         });
                     }
-                    "ok"
+                    StageOutcome::new("post_hook", &self.function, "ok", started)
                 }
                 Err(e) => {
                     gw.counters.note_hook_failure();
                     tracing::warn!(target: "gateway::hooks", stage = "post_hook",
                         function = %self.function, error = %e, "hook failed");
-                    e.outcome()
+                    StageOutcome::failed("post_hook", &self.function, &e, None, started)
                 }
             };
-            let o = StageOutcome::new("post_hook", &self.function, outcome, started);
             if let Some(t) = self.trace.take() {
-                t.set(|r| {
-                    let mut list: Vec<Value> = r
-                        .hooks
-                        .as_deref()
-                        .and_then(|h| serde_json::from_str(h).ok())
-                        .unwrap_or_default();
-                    let mut entry = serde_json::to_value(&o).unwrap_or(Value::Null);
-                    if let (Some(obj), Some(meta)) = (entry.as_object_mut(), returned) {
-                        obj.insert("metadata".into(), meta);
-                    }
-                    list.push(entry);
-                    r.hooks = serde_json::to_string(&list).ok();
-                });
+                let mut entry = serde_json::to_value(&o).unwrap_or(Value::Null);
+                if let (Some(obj), Some(meta)) = (entry.as_object_mut(), returned) {
+                    obj.insert("metadata".into(), meta);
+                }
+                t.push_hook(entry);
             }
         });
     }

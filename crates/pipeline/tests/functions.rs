@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pipeline::functions::{FailureMode, Function};
 use serde_json::{Value, json};
-use stages_support::{api, chat, chat_stream, header as h, loopback_http};
+use stages_support::{api, chat, chat_stream, header as h, hooks_of, loopback_http, stored_row};
 use wire::secret::Secret;
 
 const SECRET: &str = "whsec_test";
@@ -127,6 +127,20 @@ async fn behave(b: &str, req: &Value) -> Response {
             )
                 .into_response()
         }
+        // One event, then silence past the deadline.
+        "sse-stall" => {
+            let stream = async_stream::stream! {
+                yield Ok::<_, std::convert::Infallible>(bytes::Bytes::from("data: {\"delta\":\"one\"}\n\n"));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                yield Ok(bytes::Bytes::from("data: [DONE]\n\n"));
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             json_response(json!({"action": "continue"}))
@@ -204,6 +218,7 @@ async fn env_on(gw: Arc<pipeline::Gateway>) -> (stages_support::Env, Seen) {
         function("backend", format!("{base}/backend"), open),
         function("backend-sse", format!("{base}/backend-sse"), open),
         function("slow", format!("{base}/slow"), open),
+        function("sse-stall", format!("{base}/sse-stall"), open),
         function("slow-closed", format!("{base}/slow"), closed),
         function("error500", format!("{base}/error500"), closed),
         function("invalid", format!("{base}/invalid"), closed),
@@ -229,6 +244,7 @@ async fn env_on(gw: Arc<pipeline::Gateway>) -> (stages_support::Env, Seen) {
         api("tagged", json!({"post_hook": "tag"})),
         api("fn", json!({"function": "backend", "post_hook": "post"})),
         api("fn-sse", json!({"function": "backend-sse"})),
+        api("fn-sse-stall", json!({"function": "sse-stall"})),
         api(
             "fn-moderated",
             json!({"function": "backend", "moderation": {"classifier": {"kind": "rules"}}}),
@@ -595,4 +611,191 @@ async fn a_hanging_function_does_not_slow_another_apis_requests() {
     );
     let slow = slow.await.unwrap_or_default();
     assert!(slow.iter().all(|r| r.status() == 504));
+}
+
+/// The entry of `stage` in a row's `hooks`.
+fn span(hooks: &[Value], stage: &str) -> Value {
+    hooks
+        .iter()
+        .find(|o| o["stage"] == stage)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Every function-backend call is a span in its request-log row (a real SQLite store): the
+/// function, its outcome and how long it took, and on a failure what went wrong and that the
+/// request failed with it. JSON and SSE answers alike.
+#[tokio::test]
+async fn function_backend_calls_are_spans_in_the_request_log() {
+    let (gw, store, _dir) = stages_support::with_sqlite().await;
+    let (env, _) = env_on(gw).await;
+    // (api, body, function, outcome, what the error says, at least this many ms)
+    let cases = [
+        ("fn", chat("ping"), "backend", "ok", None, 0),
+        // Four events 20 ms apart: the span lasts until the stream ended.
+        ("fn-sse", chat_stream("ping"), "backend-sse", "ok", None, 60),
+        (
+            "fn-sse-stall",
+            chat_stream("ping"),
+            "sse-stall",
+            "timeout",
+            Some("no answer within 500 ms"),
+            450,
+        ),
+        (
+            "fn-slow",
+            chat("x"),
+            "slow",
+            "timeout",
+            Some("no answer within 500 ms"),
+            450,
+        ),
+        (
+            "fn-error500",
+            chat("x"),
+            "error500",
+            "error",
+            Some("HTTP 500"),
+            0,
+        ),
+        (
+            "fn-invalid",
+            chat("x"),
+            "invalid",
+            "error",
+            Some("invalid JSON"),
+            0,
+        ),
+        (
+            "fn-huge",
+            chat("x"),
+            "huge",
+            "error",
+            Some("larger than"),
+            0,
+        ),
+    ];
+    for (api, body, function, outcome, error, at_least) in cases {
+        let r = env.post(&format!("/{api}/v1/chat/completions"), body).await;
+        let id = h(&r, "x-request-id").unwrap_or_default();
+        let _ = r.text().await;
+        let row = stored_row(&env.gw, &store, &id).await;
+        let hooks = hooks_of(&row);
+        let s = span(&hooks, "function");
+        assert_eq!(s["function"], function, "{api}: {hooks:?}");
+        assert_eq!(s["outcome"], outcome, "{api}: {hooks:?}");
+        let ms = s["latency_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{api}: {s}"));
+        assert!(ms >= at_least, "{api}: {ms} ms");
+        match error {
+            None => {
+                assert!(s.get("error").is_none(), "{api}: {s}");
+                assert!(s.get("failure").is_none(), "{api}: {s}");
+            }
+            Some(e) => {
+                assert!(
+                    s["error"].as_str().is_some_and(|m| m.contains(e)),
+                    "{api}: {s}"
+                );
+                // A function backend has nothing to fall back to: the request failed with it.
+                assert_eq!(s["failure"], "fail_closed", "{api}: {s}");
+            }
+        }
+    }
+}
+
+/// The function's span and then the post-hook's, in the order they ran; and a stream the
+/// function stopped feeding past its deadline ends with an error event and is an error in the
+/// row, not a success.
+#[tokio::test]
+async fn a_function_backends_row_lists_its_span_before_the_post_hooks() {
+    let (gw, store, _dir) = stages_support::with_sqlite().await;
+    let (env, _) = env_on(gw).await;
+    let r = env.post("/fn/v1/chat/completions", chat("ping")).await;
+    assert_eq!(r.status(), 200);
+    let id = h(&r, "x-request-id").unwrap_or_default();
+    let row = stored_row(&env.gw, &store, &id).await;
+    let stages: Vec<Value> = hooks_of(&row).iter().map(|o| o["stage"].clone()).collect();
+    assert_eq!(stages, [json!("function"), json!("post_hook")], "{row:?}");
+
+    let r = env
+        .post("/fn-sse-stall/v1/chat/completions", chat_stream("ping"))
+        .await;
+    let id = h(&r, "x-request-id").unwrap_or_default();
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        text.contains("function_timeout") && !text.contains("[DONE]"),
+        "{text}"
+    );
+    let row = stored_row(&env.gw, &store, &id).await;
+    assert_eq!(row.status, 504, "{row:?}");
+    assert_eq!(row.error.as_deref(), Some("function_timeout"), "{row:?}");
+
+    // The consumer leaves mid-stream: the span says so.
+    let mut r = env
+        .post("/fn-sse/v1/chat/completions", chat_stream("ping"))
+        .await;
+    let id = h(&r, "x-request-id").unwrap_or_default();
+    let first = r.chunk().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.is_some());
+    drop(r);
+    let row = stored_row(&env.gw, &store, &id).await;
+    let s = span(&hooks_of(&row), "function");
+    assert_eq!(s["outcome"], "cancelled", "{row:?}");
+    assert_eq!(row.status, 499, "{row:?}");
+}
+
+/// A pre-hook's span reaches the row whatever the hook decided, and says whether its failure
+/// let the request on (`fail_open`) or failed it (`fail_closed`).
+#[tokio::test]
+async fn pre_hook_spans_reach_the_row_when_the_hook_rejects_or_fails() {
+    let (gw, store, _dir) = stages_support::with_sqlite().await;
+    let (env, _) = env_on(gw).await;
+    // (api, status, outcome, what the error says, failure mode)
+    let cases = [
+        ("pre-continue", 200, "ok", None, None),
+        ("pre-reject", 418, "reject", None, None),
+        (
+            "pre-error500-x",
+            502,
+            "error",
+            Some("HTTP 500"),
+            Some("fail_closed"),
+        ),
+        (
+            "pre-invalid-x",
+            502,
+            "error",
+            Some("invalid JSON"),
+            Some("fail_closed"),
+        ),
+        (
+            "pre-slow",
+            200,
+            "timeout",
+            Some("no answer within 500 ms"),
+            Some("fail_open"),
+        ),
+    ];
+    for (api, status, outcome, error, failure) in cases {
+        let r = env
+            .post(&format!("/{api}/v1/chat/completions"), chat("x"))
+            .await;
+        assert_eq!(r.status(), status, "{api}");
+        let id = h(&r, "x-request-id").unwrap_or_default();
+        let row = stored_row(&env.gw, &store, &id).await;
+        let hooks = hooks_of(&row);
+        let s = span(&hooks, "pre_hook");
+        assert_eq!(s["outcome"], outcome, "{api}: {hooks:?}");
+        assert!(s["latency_ms"].is_u64(), "{api}: {s}");
+        assert_eq!(
+            s["error"]
+                .as_str()
+                .map(|e| error.is_some_and(|w| e.contains(w))),
+            error.map(|_| true),
+            "{api}: {s}"
+        );
+        assert_eq!(s["failure"].as_str(), failure, "{api}: {s}");
+    }
 }

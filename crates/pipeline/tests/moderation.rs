@@ -8,7 +8,7 @@
 mod stages_support;
 
 use serde_json::{Value, json};
-use stages_support::{api, chat, chat_stream, header, start};
+use stages_support::{api, chat, chat_stream, header, start, start_on, stored_row};
 
 fn rules(extra: Value) -> Value {
     let mut m = json!({"classifier": {"kind": "rules"}});
@@ -18,40 +18,45 @@ fn rules(extra: Value) -> Value {
     json!({ "moderation": m })
 }
 
-async fn env() -> stages_support::Env {
-    start(
-        vec![
-            api("block", rules(json!({}))),
-            api("flag", rules(json!({"mode": "flag"}))),
-            api(
-                "oai",
-                json!({"moderation": {"classifier": {"kind": "openai", "provider": "openai"}}}),
-            ),
-            api(
-                "broken",
-                json!({"moderation": {"classifier": {"kind": "openai", "provider": "badkey"}}}),
-            ),
-            api(
-                "closed",
-                json!({"moderation": {"classifier": {"kind": "openai", "provider": "down"},
+fn apis() -> Vec<access::api::Api> {
+    vec![
+        api("block", rules(json!({}))),
+        api("flag", rules(json!({"mode": "flag"}))),
+        api(
+            "oai",
+            json!({"moderation": {"classifier": {"kind": "openai", "provider": "openai"}}}),
+        ),
+        api(
+            "broken",
+            json!({"moderation": {"classifier": {"kind": "openai", "provider": "badkey"}}}),
+        ),
+        api(
+            "closed",
+            json!({"moderation": {"classifier": {"kind": "openai", "provider": "down"},
                                       "fail_closed": true}}),
-            ),
-            api("out", rules(json!({"input": false, "output": true}))),
-            api(
-                "outflag",
-                rules(json!({"input": false, "output": true, "mode": "flag"})),
-            ),
-            api("pii", json!({"pii": {}})),
-            api(
-                "guard",
-                json!({"moderation": {"classifier": {"kind": "llm", "model": "gpt-4o"}}}),
-            ),
-            api("piicount", json!({"pii": {"redact": false}})),
-            api("plain", json!({})),
-        ],
-        vec![],
-    )
-    .await
+        ),
+        api("out", rules(json!({"input": false, "output": true}))),
+        api(
+            "outflag",
+            rules(json!({"input": false, "output": true, "mode": "flag"})),
+        ),
+        api(
+            "outclosed",
+            json!({"moderation": {"classifier": {"kind": "openai", "provider": "down"},
+                                  "fail_closed": true, "input": false, "output": true}}),
+        ),
+        api("pii", json!({"pii": {}})),
+        api(
+            "guard",
+            json!({"moderation": {"classifier": {"kind": "llm", "model": "gpt-4o"}}}),
+        ),
+        api("piicount", json!({"pii": {"redact": false}})),
+        api("plain", json!({})),
+    ]
+}
+
+async fn env() -> stages_support::Env {
+    start(apis(), vec![]).await
 }
 
 const UNSAFE: &str = "tell me how to build a bomb at home";
@@ -322,4 +327,79 @@ async fn anthropic_ingress_gets_the_same_stages() {
         env.chat_prompts().pop().unwrap_or_default(),
         "mail [REDACTED_EMAIL]"
     );
+}
+
+/// What output moderation found reaches the request log's `moderation` column (a real SQLite
+/// store), streamed or not: flags in flag mode, the stop in block mode (with its error code,
+/// not a cut stream's).
+#[tokio::test]
+async fn output_moderation_verdicts_reach_the_request_log() {
+    let (gw, store, _dir) = stages_support::with_sqlite().await;
+    let env = start_on(gw, apis(), vec![]).await;
+    let long = format!("{} {UNSAFE} and more words", "safe words ".repeat(80));
+    let flagged = "flagged; categories=illicit/violent";
+    let blocked = "blocked; categories=illicit/violent";
+    // (api, body, status, moderation, error)
+    let cases = [
+        ("outflag", chat(UNSAFE), 200, Some(flagged), None),
+        // Flagged in a window of the stream, after the response started.
+        ("outflag", chat_stream(&long), 200, Some(flagged), None),
+        // Only at the end of the stream (a last window shorter than a full one).
+        ("outflag", chat_stream(UNSAFE), 200, Some(flagged), None),
+        (
+            "out",
+            chat(UNSAFE),
+            400,
+            Some(blocked),
+            Some("content_policy_violation"),
+        ),
+        (
+            "out",
+            chat_stream(&long),
+            200,
+            Some(blocked),
+            Some("content_policy_violation"),
+        ),
+        // The prompt itself is blocked by input moderation.
+        (
+            "block",
+            chat(UNSAFE),
+            400,
+            Some(blocked),
+            Some("content_policy_violation"),
+        ),
+        (
+            "block",
+            chat_stream(UNSAFE),
+            400,
+            Some(blocked),
+            Some("content_policy_violation"),
+        ),
+        // A fail-closed output classifier that is down: no verdict, the stop's own code.
+        (
+            "outclosed",
+            chat("hello"),
+            503,
+            None,
+            Some("moderation_unavailable"),
+        ),
+        (
+            "outclosed",
+            chat_stream("hello"),
+            200,
+            None,
+            Some("moderation_unavailable"),
+        ),
+        ("outflag", chat_stream("hello there"), 200, None, None),
+        ("out", chat_stream("hello there"), 200, None, None),
+    ];
+    for (i, (api, body, status, moderation, error)) in cases.into_iter().enumerate() {
+        let r = env.post(&format!("/{api}/v1/chat/completions"), body).await;
+        assert_eq!(r.status(), status, "case {i}");
+        let id = header(&r, "x-request-id").unwrap_or_default();
+        let _ = r.text().await;
+        let row = stored_row(&env.gw, &store, &id).await;
+        assert_eq!(row.moderation.as_deref(), moderation, "case {i}: {row:?}");
+        assert_eq!(row.error.as_deref(), error, "case {i}: {row:?}");
+    }
 }

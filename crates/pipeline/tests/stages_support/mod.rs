@@ -44,6 +44,19 @@ pub fn api(slug: &str, settings: Value) -> Api {
     a
 }
 
+/// A gateway writing its request log to a real SQLite store in a temporary directory (kept
+/// alive by the returned guard).
+pub async fn with_sqlite() -> (Arc<Gateway>, store::Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = store::Store::connect(&url, store::Cipher::generate().0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let gw = Gateway::with_store(Limits::default(), store.clone());
+    (gw, store, dir)
+}
+
 /// Starts the gateway with `apis` and `functions` (built with [`loopback_http`] unless given).
 pub async fn start(apis: Vec<Api>, functions: Vec<pipeline::functions::Function>) -> Env {
     start_on(Gateway::new(Limits::default()), apis, functions).await
@@ -122,6 +135,31 @@ impl Env {
             })
             .collect()
     }
+}
+
+/// A request's row as the store has it: waits for the row to be finished (a stream's when it
+/// ends, a post-hook's request when the hook answers) and written.
+pub async fn stored_row(gw: &Gateway, store: &store::Store, request_id: &str) -> store::LogRow {
+    for _ in 0..150 {
+        gw.log.flush().await;
+        if let Some(r) = store
+            .get_log(request_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no log row for {request_id}")
+}
+
+/// The row's `hooks` column, parsed: one entry per hook or function call.
+pub fn hooks_of(row: &store::LogRow) -> Vec<Value> {
+    row.hooks
+        .as_deref()
+        .and_then(|h| serde_json::from_str(h).ok())
+        .unwrap_or_default()
 }
 
 pub fn chat(text: &str) -> Value {
