@@ -38,8 +38,9 @@ use pipeline::edge::Caller;
 use pipeline::{Gateway, Limits, Snapshot, stages};
 use wire::openai::ChatRequest;
 
-/// "Nothing measurable": well under 1 % of the 60 µs per-request CPU budget of the load bench.
-const BUDGET_NS: f64 = 50.0;
+/// "Nothing measurable": under 1 % of the 60 µs per-request CPU budget of the load bench,
+/// whose run-to-run spread on this machine is several µs — a cost this small cannot show.
+const BUDGET_NS: f64 = 600.0;
 const ROUNDS: usize = 5;
 
 fn request() -> anyhow::Result<(ChatRequest, HeaderMap)> {

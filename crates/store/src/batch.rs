@@ -27,19 +27,22 @@ pub struct Hold {
 /// Rows per multi-row statement: far below both backends' parameter limits.
 pub(crate) const ROWS: usize = 100;
 
+const CHUNK_SIZES: [usize; 8] = [ROWS, 64, 32, 16, 8, 4, 2, 1];
+
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-/// `items` in chunks of at most `ROWS`, each of a size from a short fixed list (100, 10, 1):
-/// every multi-row statement's text is one of three per table, so each connection's
-/// statement cache holds three prepared statements instead of one per batch size (a
-/// prepared 100-row insert is large, and batch sizes vary with load).
+/// `items` in chunks of at most `ROWS`, each of a size from a short fixed list (100 and the
+/// powers of two below it): every multi-row statement's text is one of eight per table, so
+/// each connection's statement cache holds eight prepared statements instead of one per
+/// batch size (a prepared 100-row insert is large, and batch sizes vary with load), and a
+/// batch of n < 100 rows takes at most one statement per bit of n.
 pub(crate) fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let size = [ROWS, 10, 1]
+        let size = CHUNK_SIZES
             .into_iter()
             .find(|&s| s <= rest.len())
             .unwrap_or(1);
@@ -544,17 +547,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_cover_everything_in_order_with_three_sizes_only() {
+    fn chunks_cover_everything_in_order_in_fixed_sizes() {
         for n in 0..450 {
             let items: Vec<usize> = (0..n).collect();
             let parts: Vec<&[usize]> = chunks(&items).collect();
             assert_eq!(parts.concat(), items);
-            assert!(
-                parts.iter().all(|p| [ROWS, 10, 1].contains(&p.len())),
-                "{n}"
-            );
-            // Largest first, so a batch needs at most 9 + 9 small statements.
-            assert!(parts.iter().filter(|p| p.len() < ROWS).count() <= 18);
+            assert!(parts.iter().all(|p| CHUNK_SIZES.contains(&p.len())), "{n}");
+            // Largest first: what is left after the 100-row chunks takes one per bit.
+            let small = parts.iter().filter(|p| p.len() < ROWS).count();
+            assert_eq!(small, (n % ROWS).count_ones() as usize, "{n}");
         }
     }
 }
