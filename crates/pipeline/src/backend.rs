@@ -61,11 +61,45 @@ fn usage_of(v: &Value) -> Option<Usage> {
     Some(Usage::new(p, c, None))
 }
 
-/// Finds the `usage` object of a stream's `data:` events as its bytes go by.
+/// The text output moderation reads in a function's answer: the choices' content when it is
+/// shaped like a chat completion (or a chunk of one), else every string in it — a function
+/// may answer any JSON.
+fn answer_text(v: &Value) -> String {
+    fn strings(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    match v.get("choices").and_then(Value::as_array) {
+        Some(choices) => {
+            for c in choices {
+                for part in [&c["message"]["content"], &c["delta"]["content"], &c["text"]] {
+                    if let Some(t) = part.as_str() {
+                        out.push_str(t);
+                    }
+                }
+            }
+        }
+        None => strings(v, &mut out),
+    }
+    out
+}
+
+/// Finds the `usage` object of a stream's `data:` events as its bytes go by, and (when output
+/// moderation wants it) their text.
 #[derive(Default)]
 struct UsageScan {
     line: Vec<u8>,
     usage: Option<Usage>,
+    wants_text: bool,
+    text: String,
 }
 
 impl UsageScan {
@@ -74,9 +108,13 @@ impl UsageScan {
             if b == b'\n' {
                 if let Some(json) = self.line.strip_prefix(b"data: ")
                     && let Ok(v) = serde_json::from_slice::<Value>(json)
-                    && let Some(u) = usage_of(&v)
                 {
-                    self.usage = Some(u);
+                    if let Some(u) = usage_of(&v) {
+                        self.usage = Some(u);
+                    }
+                    if self.wants_text {
+                        self.text.push_str(&answer_text(&v));
+                    }
                 }
                 self.line.clear();
             } else if self.line.len() < 64 * 1024 {
@@ -206,8 +244,15 @@ pub async fn serve(
     chat: &ChatRequest,
     account: Account,
     mut marks: Marks,
+    anthropic: bool,
 ) -> Result<Response, GatewayError> {
     let name = caller.api.settings.function.clone().unwrap_or_default();
+    // A stream's error events speak the consumer's protocol.
+    let error_event = if anthropic {
+        crate::egress::anthropic_error
+    } else {
+        crate::egress::openai_error
+    };
     let mut settle = Settle {
         gw: gw.clone(),
         snap: snap.clone(),
@@ -229,7 +274,8 @@ pub async fn serve(
             None,
         ));
     };
-    let post = crate::stages::PostHook::new(caller, request_id, chat).map(|p| p.with_trace(trace));
+    let post =
+        crate::stages::PostHook::new(caller, request_id, chat).map(|p| p.with_trace(trace.clone()));
     let body = json!({
         "stage": STAGE,
         "request_id": request_id,
@@ -288,6 +334,13 @@ pub async fn serve(
         marks.outcomes.push(span.ok());
         let usage = usage_of(&v);
         let cost = settle.done(200, usage);
+        // The function did its work (and is billed for it) even if moderation stops its answer.
+        let checked =
+            crate::stages::check_output(&gw, &snap, caller, &answer_text(&v), &mut marks).await;
+        if let (Some(t), Some(m)) = (&trace, marks.moderation()) {
+            t.set(|r| r.moderation = Some(m));
+        }
+        checked?;
         if let Some(p) = post {
             p.spawn(
                 gw.clone(),
@@ -313,16 +366,50 @@ pub async fn serve(
     // The header has the time to the stream's head; the row's span lasts to the stream's end.
     marks.outcomes.push(span.head());
     let (gw2, snap2, context) = (gw.clone(), snap.clone(), marks_json(&marks));
+    let mut windows = caller
+        .api
+        .settings
+        .moderation
+        .clone()
+        .filter(|m| m.output)
+        .map(crate::moderation::TextWindows::new);
+    let input_flags = marks.flagged.clone();
+    // The row, for the verdict: the span's own handle is gone once the span is written.
+    let row = trace;
     let stream = async_stream::stream! {
         let (mut settle, mut span) = (settle, span);
-        let mut scan = UsageScan::default();
+        let mut scan = UsageScan { wants_text: windows.is_some(), ..UsageScan::default() };
         let mut total = 0usize;
+        // The row's verdict: the prompt's flags and what the stream's windows found.
+        let verdict = |w: &Option<crate::moderation::TextWindows>| {
+            let mut flagged = input_flags.clone();
+            let mut blocked = Vec::new();
+            if let Some(f) = w.as_ref().and_then(|w| w.flags.lock().ok()) {
+                crate::moderation::merge(&mut flagged, f.flagged.iter().cloned());
+                blocked.clone_from(&f.blocked);
+            }
+            crate::moderation::verdict_value(&flagged, &blocked)
+        };
         let (e, usage) = loop {
             let frame = match tokio::time::timeout(deadline, incoming.frame()).await {
                 Ok(Some(Ok(f))) => f,
                 Ok(None) => {
                     span.ok();
                     settle.done(200, scan.usage);
+                    let stop = match windows.as_mut() {
+                        Some(w) => w.push(&gw2, &snap2, "", true).await,
+                        None => None,
+                    };
+                    if let (Some(t), Some(m)) = (&row, verdict(&windows)) {
+                        t.set(|r| r.moderation = Some(m));
+                    }
+                    if let Some(err) = stop {
+                        if let Some(t) = &row {
+                            t.set(|r| r.error = Some(err.parts().2));
+                        }
+                        yield Ok(error_event(&err));
+                        return;
+                    }
                     if let Some(p) = post {
                         p.spawn(gw2, &snap2, Some("function"), scan.usage, 200, context);
                     }
@@ -339,6 +426,27 @@ pub async fn serve(
                 break (CallError::Fetch(format!("stream larger than {MAX_BYTES} bytes")), None);
             }
             scan.feed(d);
+            if let Some(w) = windows.as_mut() {
+                let text = std::mem::take(&mut scan.text);
+                // The last window is checked before the function's own `[DONE]` goes out, so
+                // a stopped stream never looks finished.
+                let done = d.windows(12).any(|x| x == b"data: [DONE]");
+                if let Some(err) = w.push(&gw2, &snap2, &text, done).await {
+                    // This chunk's text tripped the check: it is not delivered. The function
+                    // worked, so the request is settled as answered.
+                    span.ok();
+                    settle.done(200, scan.usage);
+                    if let Some(t) = &row {
+                        let m = verdict(&windows);
+                        t.set(|r| {
+                            r.moderation = m;
+                            r.error = Some(err.parts().2);
+                        });
+                    }
+                    yield Ok(error_event(&err));
+                    return;
+                }
+            }
             yield Ok::<Bytes, std::convert::Infallible>(d.clone());
         };
         // Cut short after the head: the row says how (its span and error code), the request is
@@ -349,7 +457,7 @@ pub async fn serve(
             let code = err.parts().2;
             t.set(|r| r.error = Some(code));
         }
-        yield Ok(crate::egress::openai_error(&err));
+        yield Ok(error_event(&err));
     };
     let mut r = (
         StatusCode::OK,

@@ -251,6 +251,7 @@ async fn serve_chat(
             &chat,
             account,
             marks,
+            matches!(format, Format::Anthropic),
         )
         .await
         .map(|r| with_headers(r, limits));

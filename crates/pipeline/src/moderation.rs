@@ -17,6 +17,7 @@ use router::Health;
 use serde_json::{Value, json};
 use wire::openai::{ChatRequest, Content, ContentPart, Message, Role};
 
+use crate::error::GatewayError;
 use crate::state::{Gateway, Snapshot};
 
 /// What a classifier said.
@@ -496,6 +497,68 @@ async fn check(
                 e
             })
         }
+    }
+}
+
+/// Output moderation over text that arrives in pieces of no known shape (a function
+/// backend's event stream): the windows and overlap of [`watch_stream`], the verdict in
+/// `flags`.
+pub struct TextWindows {
+    settings: ModerationSettings,
+    pending: String,
+    carry: String,
+    pub flags: StreamFlags,
+}
+
+impl TextWindows {
+    pub fn new(settings: ModerationSettings) -> Self {
+        Self {
+            settings,
+            pending: String::new(),
+            carry: String::new(),
+            flags: StreamFlags::default(),
+        }
+    }
+
+    /// Adds `text` and checks once a window is full, or at the `end` if anything is left.
+    /// `Some` stops the stream: the categories (block mode) or a fail-closed classifier down.
+    pub async fn push(
+        &mut self,
+        gw: &Gateway,
+        snap: &Snapshot,
+        text: &str,
+        end: bool,
+    ) -> Option<GatewayError> {
+        self.pending.push_str(text);
+        let full = self.pending.len() >= WINDOW;
+        if !(full || (end && !self.pending.is_empty())) {
+            return None;
+        }
+        let block = self.settings.mode == access::stages::ModerationMode::Block;
+        let stop = check(
+            gw,
+            snap,
+            &self.settings,
+            &self.carry,
+            &self.pending,
+            block,
+            &self.flags,
+        )
+        .await;
+        let tail = self
+            .pending
+            .char_indices()
+            .rev()
+            .nth(OVERLAP.saturating_sub(1))
+            .map_or(0, |(i, _)| i);
+        self.carry = self.pending[tail..].to_string();
+        self.pending.clear();
+        stop?;
+        let f = self.flags.lock().ok()?;
+        Some(match f.stopped {
+            Some("content_policy_violation") => GatewayError::ContentPolicy(f.blocked.join(",")),
+            _ => GatewayError::ModerationUnavailable,
+        })
     }
 }
 

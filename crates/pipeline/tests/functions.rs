@@ -127,6 +127,29 @@ async fn behave(b: &str, req: &Value) -> Response {
             )
                 .into_response()
         }
+        "backend-unsafe" => json_response(json!({
+            "answer": "Sure: here is how to build a bomb at home.",
+            "usage": {"prompt_tokens": 3, "completion_tokens": 9},
+        })),
+        // Chat-completion chunks whose text is unsafe only once both have arrived.
+        "backend-sse-unsafe" => {
+            let events = [
+                "data: {\"choices\":[{\"delta\":{\"content\":\"Sure: here is how to build\"}}]}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"content\":\" a bomb at home.\"}}]}\n\n",
+                "data: [DONE]\n\n",
+            ];
+            let stream = async_stream::stream! {
+                for e in events {
+                    yield Ok::<_, std::convert::Infallible>(bytes::Bytes::from(e));
+                }
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
         // One event, then silence past the deadline.
         "sse-stall" => {
             let stream = async_stream::stream! {
@@ -217,6 +240,12 @@ async fn env_on(gw: Arc<pipeline::Gateway>) -> (stages_support::Env, Seen) {
         function("tag", format!("{base}/tag"), open),
         function("backend", format!("{base}/backend"), open),
         function("backend-sse", format!("{base}/backend-sse"), open),
+        function("backend-unsafe", format!("{base}/backend-unsafe"), open),
+        function(
+            "backend-sse-unsafe",
+            format!("{base}/backend-sse-unsafe"),
+            open,
+        ),
         function("slow", format!("{base}/slow"), open),
         function("sse-stall", format!("{base}/sse-stall"), open),
         function("slow-closed", format!("{base}/slow"), closed),
@@ -251,6 +280,18 @@ async fn env_on(gw: Arc<pipeline::Gateway>) -> (stages_support::Env, Seen) {
         ),
         api("plain", json!({})),
     ];
+    for (mode, suffix) in [("block", "block"), ("flag", "flag")] {
+        let moderation =
+            json!({"classifier": {"kind": "rules"}, "input": false, "output": true, "mode": mode});
+        apis.push(api(
+            &format!("fn-out-{suffix}"),
+            json!({"function": "backend-unsafe", "moderation": moderation}),
+        ));
+        apis.push(api(
+            &format!("fn-sse-out-{suffix}"),
+            json!({"function": "backend-sse-unsafe", "moderation": moderation}),
+        ));
+    }
     for hostile in [
         "slow", "error500", "invalid", "huge", "redirect", "reset", "loopback",
     ] {
@@ -532,6 +573,104 @@ async fn moderation_still_applies_to_a_function_backed_api() {
         .await;
     assert_eq!(r.status(), 400);
     assert!(calls(&seen, "backend").is_empty());
+}
+
+/// Output moderation reads a function backend's answer too, JSON and streamed: block mode
+/// stops it (a stream before the function's `[DONE]`), flag mode marks it; the row says which.
+#[tokio::test]
+async fn output_moderation_applies_to_a_function_backends_answer() {
+    let (gw, store, _dir) = stages_support::with_sqlite().await;
+    let (env, _) = env_on(gw).await;
+
+    let r = env
+        .post("/fn-out-block/v1/chat/completions", chat("hi"))
+        .await;
+    assert_eq!(r.status(), 400);
+    let id = h(&r, "x-request-id").unwrap_or_default();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["error"]["code"], "content_policy_violation", "{body}");
+    assert!(!body.to_string().contains("bomb at home"), "{body}");
+    let row = stored_row(&env.gw, &store, &id).await;
+    assert!(
+        row.moderation
+            .as_deref()
+            .is_some_and(|m| m.starts_with("blocked")),
+        "{row:?}"
+    );
+
+    let r = env
+        .post("/fn-out-flag/v1/chat/completions", chat("hi"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(h(&r, "x-gateway-moderation").is_some());
+    let id = h(&r, "x-request-id").unwrap_or_default();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(body["answer"].as_str().is_some_and(|a| a.contains("bomb")));
+    let row = stored_row(&env.gw, &store, &id).await;
+    assert!(
+        row.moderation
+            .as_deref()
+            .is_some_and(|m| !m.starts_with("blocked")),
+        "{row:?}"
+    );
+
+    let r = env
+        .post("/fn-sse-out-block/v1/chat/completions", chat_stream("hi"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = h(&r, "x-request-id").unwrap_or_default();
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("content_policy_violation"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let row = stored_row(&env.gw, &store, &id).await;
+    assert!(
+        row.moderation
+            .as_deref()
+            .is_some_and(|m| m.starts_with("blocked")),
+        "{row:?}"
+    );
+    assert_eq!(row.error.as_deref(), Some("content_policy_violation"));
+
+    let r = env
+        .post("/fn-sse-out-flag/v1/chat/completions", chat_stream("hi"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = h(&r, "x-request-id").unwrap_or_default();
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        text.contains("bomb at home") && text.ends_with("[DONE]\n\n"),
+        "{text}"
+    );
+    let row = stored_row(&env.gw, &store, &id).await;
+    assert!(
+        row.moderation
+            .as_deref()
+            .is_some_and(|m| !m.starts_with("blocked")),
+        "{row:?}"
+    );
+    assert_eq!(row.error, None, "{row:?}");
+}
+
+/// A function stream cut short on `/v1/messages` ends with an Anthropic `error` event, which
+/// the Anthropic SDK raises, not with an OpenAI-shaped one.
+#[tokio::test]
+async fn a_function_streams_error_event_speaks_the_consumers_protocol() {
+    let (env, _) = env().await;
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "stream": true,
+        "messages": [{"role": "user", "content": "ping"}]});
+    let r = env.post("/fn-sse-stall/v1/messages", body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("event: error"), "{text}");
+    assert!(text.contains("\"type\":\"error\""), "{text}");
+    let r = env
+        .post("/fn-sse-stall/v1/chat/completions", chat_stream("ping"))
+        .await;
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        !text.contains("event: error") && text.contains("function_timeout"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
