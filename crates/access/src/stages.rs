@@ -93,6 +93,10 @@ pub enum Classifier {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prompt: Option<String>,
     },
+    /// No key and no prompt: the text's similarity to built-in examples of each category, with
+    /// any embedding model (`local/minilm` runs on the gateway's CPU). A category's score is
+    /// the highest cosine similarity; `threshold` applies to it.
+    Embedding { model: String },
 }
 
 /// What an UNSAFE verdict does.
@@ -252,6 +256,10 @@ pub fn validate(
                 return Err(StageError::Empty("provider"));
             }
             Classifier::Openai { .. } => {}
+            Classifier::Embedding { model } if model.trim().is_empty() => {
+                return Err(StageError::Empty("model"));
+            }
+            Classifier::Embedding { .. } => {}
             Classifier::Llm { model, prompt } => {
                 if model.trim().is_empty() {
                     return Err(StageError::Empty("model"));

@@ -649,7 +649,8 @@ pub async fn moderations(State(gw): State<Shared>, req: Request) -> Result<Respo
         access::stages::Classifier::Openai { model, .. } => model
             .clone()
             .unwrap_or_else(|| "omni-moderation-latest".into()),
-        access::stages::Classifier::Llm { model, .. } => model.clone(),
+        access::stages::Classifier::Llm { model, .. }
+        | access::stages::Classifier::Embedding { model } => model.clone(),
     };
     let _trace = traced(&parts, &caller, &model, false, &body);
     let inputs: Vec<String> = match &v["input"] {

@@ -202,6 +202,7 @@ async fn scores(
 ) -> Result<Vec<(String, f64)>, ModerationError> {
     match &settings.classifier {
         Classifier::Rules => Ok(rules(text)),
+        Classifier::Embedding { model } => embedding_scores(snap, health, model, text).await,
         Classifier::Openai { provider, model } => {
             let p = snap.providers.get(provider).ok_or_else(|| {
                 ModerationError::Failed(format!("provider '{provider}' is not configured"))
@@ -251,6 +252,201 @@ async fn scores(
                 .collect())
         }
     }
+}
+
+/// What the `embedding` classifier compares a text with: a few plain examples per category.
+/// With MiniLM, texts of a category score 0.58–0.92 against them and everyday texts (recipes,
+/// passwords, poems, "how to kill a python process") 0.09–0.35, so the default threshold of
+/// 0.5 separates them.
+const EXAMPLES: [(&str, &[&str]); 7] = [
+    (
+        "violence",
+        &[
+            "how to hurt someone badly",
+            "I want to kill people",
+            "how to attack a crowd of people",
+        ],
+    ),
+    (
+        "illicit/violent",
+        &[
+            "how to build a bomb",
+            "instructions for making explosives at home",
+            "how to make a weapon to kill someone",
+        ],
+    ),
+    (
+        "illicit",
+        &[
+            "how to make methamphetamine",
+            "how to buy illegal drugs",
+            "how to steal a car without getting caught",
+            "how to launder money",
+        ],
+    ),
+    (
+        "self-harm",
+        &[
+            "I want to kill myself",
+            "ways to end my life",
+            "how to hurt myself",
+        ],
+    ),
+    (
+        "hate",
+        &[
+            "people of that race are inferior",
+            "all immigrants should be removed from the country",
+        ],
+    ),
+    (
+        "harassment/threatening",
+        &[
+            "I will find you and hurt you",
+            "you are worthless and everyone hates you",
+        ],
+    ),
+    ("sexual/minors", &["sexual content involving children"]),
+];
+
+/// A text is embedded in pieces of about this many characters (an embedder's window is short),
+/// at most [`MAX_PIECES`] of them: a category's score is its best piece's.
+const PIECE_CHARS: usize = 400;
+const MAX_PIECES: usize = 32;
+
+/// The examples' vectors per embedding model, embedded once.
+type ExampleVectors = Arc<Vec<(&'static str, Vec<f32>)>>;
+static EXAMPLE_VECTORS: std::sync::LazyLock<
+    Mutex<std::collections::HashMap<String, ExampleVectors>>,
+> = std::sync::LazyLock::new(Default::default);
+
+async fn embed(
+    snap: &Snapshot,
+    health: &Health,
+    model: &str,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<f32>>, ModerationError> {
+    let n = texts.len();
+    let req = wire::openai::EmbeddingsRequest {
+        model: model.to_string(),
+        input: wire::openai::EmbeddingInput::Many(texts),
+        encoding_format: None,
+        dimensions: None,
+        user: None,
+        extra: Default::default(),
+    };
+    let ask = crate::llm::Ask::embeddings(&req, &Default::default())
+        .map_err(|e| ModerationError::Failed(e.message()))?;
+    let served = crate::llm::embed(snap, health, &req, &ask)
+        .await
+        .map_err(|e| ModerationError::Failed(e.message()))?;
+    let mut rows: Vec<(u32, Vec<f32>)> = served
+        .value
+        .data
+        .into_iter()
+        .map(|e| {
+            let v = e
+                .embedding
+                .as_array()
+                .map(|xs| {
+                    xs.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|x| x as f32)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (e.index, v)
+        })
+        .collect();
+    rows.sort_by_key(|(i, _)| *i);
+    if rows.len() != n || rows.iter().any(|(_, v)| v.is_empty()) {
+        return Err(ModerationError::Failed(
+            "the embedding model returned fewer vectors than asked for".into(),
+        ));
+    }
+    Ok(rows.into_iter().map(|(_, v)| v).collect())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += f64::from(*x) * f64::from(*y);
+        na += f64::from(*x) * f64::from(*x);
+        nb += f64::from(*y) * f64::from(*y);
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}
+
+/// `text` in pieces of about [`PIECE_CHARS`] characters, cut at whitespace.
+fn pieces(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut piece = String::new();
+    for word in text.split_whitespace() {
+        if !piece.is_empty() && piece.len() + word.len() >= PIECE_CHARS {
+            out.push(std::mem::take(&mut piece));
+            if out.len() == MAX_PIECES {
+                return out;
+            }
+        }
+        if !piece.is_empty() {
+            piece.push(' ');
+        }
+        piece.push_str(word);
+    }
+    if !piece.is_empty() {
+        out.push(piece);
+    }
+    out
+}
+
+async fn embedding_scores(
+    snap: &Snapshot,
+    health: &Health,
+    model: &str,
+    text: &str,
+) -> Result<Vec<(String, f64)>, ModerationError> {
+    let cached = EXAMPLE_VECTORS
+        .lock()
+        .ok()
+        .and_then(|m| m.get(model).cloned());
+    let examples = match cached {
+        Some(e) => e,
+        None => {
+            let texts: Vec<String> = EXAMPLES
+                .iter()
+                .flat_map(|(_, xs)| xs.iter().map(|x| (*x).to_string()))
+                .collect();
+            let vectors = embed(snap, health, model, texts).await?;
+            let cats = EXAMPLES
+                .iter()
+                .flat_map(|(c, xs)| std::iter::repeat_n(*c, xs.len()));
+            let e: ExampleVectors = Arc::new(cats.zip(vectors).collect());
+            if let Ok(mut m) = EXAMPLE_VECTORS.lock() {
+                m.insert(model.to_string(), e.clone());
+            }
+            e
+        }
+    };
+    let pieces = pieces(text);
+    if pieces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let vectors = embed(snap, health, model, pieces).await?;
+    let mut scores: Vec<(String, f64)> = Vec::new();
+    for (cat, example) in examples.iter() {
+        let best = vectors
+            .iter()
+            .map(|v| cosine(v, example))
+            .fold(0.0f64, f64::max);
+        match scores.iter_mut().find(|(c, _)| c == cat) {
+            Some((_, s)) => *s = s.max(best),
+            None => scores.push(((*cat).to_string(), best)),
+        }
+    }
+    Ok(scores)
 }
 
 /// Scores from OpenAI's moderation object (the first result).
@@ -576,6 +772,16 @@ pub fn flag_comment(flags: &StreamFlags) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_are_embedded_in_bounded_pieces_cut_at_whitespace() {
+        assert!(pieces("  ").is_empty());
+        assert_eq!(pieces("how to build a bomb"), vec!["how to build a bomb"]);
+        let long = "word ".repeat(1_000);
+        let p = pieces(&long);
+        assert!(p.len() > 1 && p.iter().all(|x| x.len() < PIECE_CHARS && !x.ends_with(' ')));
+        assert_eq!(pieces(&"word ".repeat(100_000)).len(), MAX_PIECES);
+    }
 
     #[test]
     fn guard_answers_parse() {
