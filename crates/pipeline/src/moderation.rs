@@ -320,53 +320,6 @@ static EXAMPLE_VECTORS: std::sync::LazyLock<
     Mutex<std::collections::HashMap<String, ExampleVectors>>,
 > = std::sync::LazyLock::new(Default::default);
 
-async fn embed(
-    snap: &Snapshot,
-    health: &Health,
-    model: &str,
-    texts: Vec<String>,
-) -> Result<Vec<Vec<f32>>, ModerationError> {
-    let n = texts.len();
-    let req = wire::openai::EmbeddingsRequest {
-        model: model.to_string(),
-        input: wire::openai::EmbeddingInput::Many(texts),
-        encoding_format: None,
-        dimensions: None,
-        user: None,
-        extra: Default::default(),
-    };
-    let ask = crate::llm::Ask::embeddings(&req, &Default::default())
-        .map_err(|e| ModerationError::Failed(e.message()))?;
-    let served = crate::llm::embed(snap, health, &req, &ask)
-        .await
-        .map_err(|e| ModerationError::Failed(e.message()))?;
-    let mut rows: Vec<(u32, Vec<f32>)> = served
-        .value
-        .data
-        .into_iter()
-        .map(|e| {
-            let v = e
-                .embedding
-                .as_array()
-                .map(|xs| {
-                    xs.iter()
-                        .filter_map(Value::as_f64)
-                        .map(|x| x as f32)
-                        .collect()
-                })
-                .unwrap_or_default();
-            (e.index, v)
-        })
-        .collect();
-    rows.sort_by_key(|(i, _)| *i);
-    if rows.len() != n || rows.iter().any(|(_, v)| v.is_empty()) {
-        return Err(ModerationError::Failed(
-            "the embedding model returned fewer vectors than asked for".into(),
-        ));
-    }
-    Ok(rows.into_iter().map(|(_, v)| v).collect())
-}
-
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
     for (x, y) in a.iter().zip(b) {
@@ -419,7 +372,9 @@ async fn embedding_scores(
                 .iter()
                 .flat_map(|(_, xs)| xs.iter().map(|x| (*x).to_string()))
                 .collect();
-            let vectors = embed(snap, health, model, texts).await?;
+            let vectors = crate::rag::embed_texts(snap, health, model, texts)
+                .await
+                .map_err(ModerationError::Failed)?;
             let cats = EXAMPLES
                 .iter()
                 .flat_map(|(c, xs)| std::iter::repeat_n(*c, xs.len()));
@@ -434,7 +389,9 @@ async fn embedding_scores(
     if pieces.is_empty() {
         return Ok(Vec::new());
     }
-    let vectors = embed(snap, health, model, pieces).await?;
+    let vectors = crate::rag::embed_texts(snap, health, model, pieces)
+        .await
+        .map_err(ModerationError::Failed)?;
     let mut scores: Vec<(String, f64)> = Vec::new();
     for (cat, example) in examples.iter() {
         let best = vectors
@@ -632,9 +589,7 @@ pub fn watch_stream(
                 return;
             }
             if pending.len() >= WINDOW || end {
-                let tail = pending.char_indices().rev().nth(OVERLAP.saturating_sub(1))
-                    .map_or(0, |(i, _)| i);
-                carry = pending[tail..].to_string();
+                carry = overlap(&pending);
                 pending.clear();
             }
             match next {
@@ -643,6 +598,16 @@ pub fn watch_stream(
             }
         }
     })
+}
+
+/// The last [`OVERLAP`] characters of a checked window, checked again with the next one.
+fn overlap(window: &str) -> String {
+    let tail = window
+        .char_indices()
+        .rev()
+        .nth(OVERLAP.saturating_sub(1))
+        .map_or(0, |(i, _)| i);
+    window[tail..].to_string()
 }
 
 async fn check(
@@ -741,13 +706,7 @@ impl TextWindows {
             &self.flags,
         )
         .await;
-        let tail = self
-            .pending
-            .char_indices()
-            .rev()
-            .nth(OVERLAP.saturating_sub(1))
-            .map_or(0, |(i, _)| i);
-        self.carry = self.pending[tail..].to_string();
+        self.carry = overlap(&self.pending);
         self.pending.clear();
         stop?;
         let f = self.flags.lock().ok()?;

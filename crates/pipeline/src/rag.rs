@@ -267,6 +267,53 @@ struct RoutedEmbedder {
     model: String,
 }
 
+/// Float vectors for `texts` from `model` through the router (any embedding provider, or
+/// `local/…`), in input order: what knowledge bases and the `embedding` moderation classifier
+/// embed with.
+pub async fn embed_texts(
+    snap: &crate::state::Snapshot,
+    health: &router::Health,
+    model: &str,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<f32>>, String> {
+    let n = texts.len();
+    let req = EmbeddingsRequest {
+        model: model.to_string(),
+        input: EmbeddingInput::Many(texts),
+        encoding_format: None,
+        dimensions: None,
+        user: None,
+        extra: Default::default(),
+    };
+    let ask = Ask::embeddings(&req, &HeaderMap::new()).map_err(|e| e.to_string())?;
+    let served = llm::embed(snap, health, &req, &ask)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rows: Vec<(u32, Vec<f32>)> = Vec::with_capacity(n);
+    for e in served.value.data {
+        let v = match &e.embedding {
+            Value::Array(xs) => xs
+                .iter()
+                .filter_map(Value::as_f64)
+                .map(|x| x as f32)
+                .collect(),
+            _ => return Err("the provider returned no float vector".into()),
+        };
+        rows.push((e.index, v));
+    }
+    rows.sort_by_key(|(i, _)| *i);
+    if rows.iter().any(|(_, v)| v.is_empty()) {
+        return Err("the provider returned an empty vector".into());
+    }
+    if rows.len() != n {
+        return Err(format!(
+            "asked for {n} vectors, the provider returned {}",
+            rows.len()
+        ));
+    }
+    Ok(rows.into_iter().map(|(_, v)| v).collect())
+}
+
 /// The BPE count scaled up: BERT-style WordPiece splits English into about a quarter more
 /// pieces, and a chunk that overflows the embedder's window loses its tail.
 struct WordPieceEstimate;
@@ -294,40 +341,9 @@ impl Embedder for RoutedEmbedder {
                 .upgrade()
                 .ok_or_else(|| EmbedError("the gateway is shutting down".into()))?;
             let snap = gw.snapshot();
-            let req = EmbeddingsRequest {
-                model: self.model.clone(),
-                input: EmbeddingInput::Many(texts.to_vec()),
-                encoding_format: None,
-                dimensions: None,
-                user: None,
-                extra: Default::default(),
-            };
-            let ask =
-                Ask::embeddings(&req, &HeaderMap::new()).map_err(|e| EmbedError(e.to_string()))?;
-            let served = llm::embed(&snap, &gw.health, &req, &ask)
+            embed_texts(&snap, &gw.health, &self.model, texts.to_vec())
                 .await
-                .map_err(|e| EmbedError(e.to_string()))?;
-            let mut rows: Vec<(u32, Vec<f32>)> = Vec::with_capacity(texts.len());
-            for e in served.value.data {
-                let v = match &e.embedding {
-                    Value::Array(xs) => xs
-                        .iter()
-                        .filter_map(Value::as_f64)
-                        .map(|x| x as f32)
-                        .collect(),
-                    _ => return Err(EmbedError("the provider returned no float vector".into())),
-                };
-                rows.push((e.index, v));
-            }
-            rows.sort_by_key(|(i, _)| *i);
-            if rows.len() != texts.len() {
-                return Err(EmbedError(format!(
-                    "asked for {} vectors, the provider returned {}",
-                    texts.len(),
-                    rows.len()
-                )));
-            }
-            Ok(rows.into_iter().map(|(_, v)| v).collect())
+                .map_err(EmbedError)
         })
     }
 }

@@ -88,6 +88,17 @@ fn json_response(v: Value) -> Response {
         .into_response()
 }
 
+fn sse_response(
+    stream: impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send + 'static,
+) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 async fn behave(b: &str, req: &Value) -> Response {
     match b {
         "continue" => json_response(json!({"action": "continue"})),
@@ -120,12 +131,7 @@ async fn behave(b: &str, req: &Value) -> Response {
                     yield Ok::<_, std::convert::Infallible>(bytes::Bytes::from(e));
                 }
             };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                Body::from_stream(stream),
-            )
-                .into_response()
+            sse_response(stream)
         }
         "backend-unsafe" => json_response(json!({
             "answer": "Sure: here is how to build a bomb at home.",
@@ -143,12 +149,7 @@ async fn behave(b: &str, req: &Value) -> Response {
                     yield Ok::<_, std::convert::Infallible>(bytes::Bytes::from(e));
                 }
             };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                Body::from_stream(stream),
-            )
-                .into_response()
+            sse_response(stream)
         }
         // One event, then silence past the deadline.
         "sse-stall" => {
@@ -157,12 +158,7 @@ async fn behave(b: &str, req: &Value) -> Response {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 yield Ok(bytes::Bytes::from("data: [DONE]\n\n"));
             };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                Body::from_stream(stream),
-            )
-                .into_response()
+            sse_response(stream)
         }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -426,13 +422,7 @@ async fn a_post_hook_records_metadata_without_delaying_or_changing_the_answer() 
 /// over real HTTP, a real function and a real SQLite store.
 #[tokio::test]
 async fn post_hook_metadata_is_found_by_log_filters_and_analytics() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let store = store::Store::connect(&url, store::Cipher::generate().0)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
-    let gw = pipeline::Gateway::with_store(pipeline::Limits::default(), store.clone());
+    let (gw, store, _dir) = stages_support::with_sqlite().await;
     let (env, _) = env_on(gw).await;
     let started = store_now();
     for (path, body) in [
