@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use limits::{Check, Limiter, Rate, RedisLimiter};
+use limits::{Check, Limiter, Rate, RedisConfig, RedisLimiter};
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 
@@ -20,8 +20,19 @@ fn rate(limit: u64, period_ms: u64) -> Rate {
     Rate::new(limit, Duration::from_millis(period_ms)).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// These tests check the scripts' arithmetic, so every call must reach Redis: the production
+/// 50 ms timeout can pass on a loaded CI machine (lazy connect plus the first script load),
+/// which would correctly, but here uselessly, switch to degraded mode. degraded.rs tests that.
+fn healthy(url: &str, prefix: &str) -> RedisLimiter {
+    limiter(RedisConfig {
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        ..config(url, prefix)
+    })
+}
+
 fn instances(url: &str, prefix: &str, n: usize) -> Vec<RedisLimiter> {
-    (0..n).map(|_| limiter(config(url, prefix))).collect()
+    (0..n).map(|_| healthy(url, prefix)).collect()
 }
 
 fn assert_healthy(limiters: &[RedisLimiter]) {
@@ -111,7 +122,7 @@ async fn after_a_full_burst_admissions_follow_the_steady_rate() {
 #[tokio::test]
 async fn a_denied_multi_limit_check_consumes_nothing() {
     let Some(url) = redis_url() else { return };
-    let limiter = limiter(config(&url, &prefix()));
+    let limiter = healthy(&url, &prefix());
     let wide = rate(10, 60_000);
     let narrow = rate(1, 60_000);
     let tpm = rate(1_000, 60_000);
@@ -149,7 +160,7 @@ async fn a_denied_multi_limit_check_consumes_nothing() {
 #[tokio::test]
 async fn settlement_refunds_and_charges_overdraft() {
     let Some(url) = redis_url() else { return };
-    let limiter = limiter(config(&url, &prefix()));
+    let limiter = healthy(&url, &prefix());
     let tpm = rate(1_000, 10_000);
     let reserve = |n| [Check::tokens("t", tpm, n)];
     assert!(limiter.check(&reserve(800)).await.is_allowed());
@@ -173,7 +184,7 @@ async fn settlement_refunds_and_charges_overdraft() {
 async fn keys_expire_when_their_limit_is_full_again() {
     let Some(url) = redis_url() else { return };
     let prefix = prefix();
-    let limiter = limiter(config(&url, &prefix));
+    let limiter = healthy(&url, &prefix);
     let mut conn = client(&url).await;
     let key = format!("{prefix}:r:idle");
     assert!(
@@ -192,7 +203,7 @@ async fn keys_expire_when_their_limit_is_full_again() {
 #[tokio::test]
 async fn a_flushed_script_cache_is_reloaded_without_an_error() {
     let Some(url) = redis_url() else { return };
-    let limiter = limiter(config(&url, &prefix()));
+    let limiter = healthy(&url, &prefix());
     let r = rate(5, 60_000);
     assert!(limiter.check(&[Check::requests("k", r)]).await.is_allowed());
     let mut conn = client(&url).await;

@@ -144,6 +144,7 @@ async fn three_instances_share_one_rpm_and_one_wallet() {
     let client = reqwest::Client::new();
     let key = Arc::new(k.raw);
     let mut tasks = tokio::task::JoinSet::new();
+    let started = std::time::Instant::now();
     for i in 0..600 {
         let (client, key, base) = (client.clone(), key.clone(), urls[i % 3].clone());
         tasks.spawn(async move {
@@ -162,6 +163,9 @@ async fn three_instances_share_one_rpm_and_one_wallet() {
     while let Some(s) = tasks.join_next().await {
         *by_status.entry(ok(s)).or_default() += 1;
     }
+    // GCRA at 60 RPM frees one cell per second: a burst that outlasts a second (a loaded
+    // 2-core debug build) may rightly admit one more per whole second it took.
+    let refilled = usize::try_from(started.elapsed().as_secs()).unwrap_or(usize::MAX);
     for g in &gateways {
         if let limits::Backend::Redis(r) = &*g.limiter() {
             assert_eq!(r.degraded_decisions(), 0, "Redis was treated as down");
@@ -172,10 +176,9 @@ async fn three_instances_share_one_rpm_and_one_wallet() {
     let broke = by_status.get(&402).copied().unwrap_or(0);
     assert_eq!(answered + limited + broke, 600, "{by_status:?}");
     assert!(
-        answered + broke <= 60,
-        "more than the RPM got past the limiter: {by_status:?}"
+        (60..=60 + refilled).contains(&(answered + broke)),
+        "the RPM (60, plus {refilled} refilled) did not hold across instances: {by_status:?}"
     );
-    assert_eq!(answered + broke, 60, "{by_status:?}");
     assert_eq!(emu.requests().len(), answered);
 
     // Settle everything, then: the wallet paid exactly what the usage records charged.
