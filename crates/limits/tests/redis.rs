@@ -120,6 +120,29 @@ async fn after_a_full_burst_admissions_follow_the_steady_rate() {
 }
 
 #[tokio::test]
+async fn no_cell_comes_half_an_interval_early() {
+    let Some(url) = redis_url() else { return };
+    let limiter = healthy(&url, &prefix());
+    let r = rate(10, 10_000); // one cell per second after a burst of 10
+    let check = [Check::requests("k", r)];
+    let start = Instant::now();
+    for _ in 0..10 {
+        assert!(limiter.check(&check).await.is_allowed());
+    }
+    // 0.6 s after the burst began the next cell is still 0.4 s away (the script's rounding
+    // slack once admitted it after half an interval).
+    tokio::time::sleep_until((start + Duration::from_millis(600)).into()).await;
+    let d = limiter.check(&check).await;
+    if start.elapsed() < Duration::from_millis(990) {
+        let denial = d.denied.unwrap_or_else(|| panic!("a cell came early"));
+        assert!(denial.retry_after >= Duration::from_millis(1), "{denial:?}");
+    }
+    tokio::time::sleep_until((start + Duration::from_millis(1_000)).into()).await;
+    assert!(limiter.check(&check).await.is_allowed(), "the cell is due");
+    assert_healthy(&[limiter]);
+}
+
+#[tokio::test]
 async fn a_denied_multi_limit_check_consumes_nothing() {
     let Some(url) = redis_url() else { return };
     let limiter = healthy(&url, &prefix());
