@@ -7,10 +7,8 @@
 //! auth costs. The key lives in a real SQLite store and is looked up once; after that every
 //! request must be served from memory. CPU time comes from `/proc/self/stat`.
 
-// The gateway's allocator: this stage runs inside it, and glibc malloc alone was a fifth
-// of the log path's CPU here.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 #[path = "procfs.rs"]
 #[allow(

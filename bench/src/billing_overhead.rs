@@ -12,10 +12,8 @@
 //! transaction per request. CPU time comes from `/proc/self/stat` and includes the writer
 //! tasks and SQLite's own thread.
 
-// The gateway's allocator: this stage runs inside it, and glibc malloc alone was a fifth
-// of the log path's CPU here.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 #[path = "procfs.rs"]
 #[allow(

@@ -21,8 +21,8 @@ const DIM: usize = 384;
 
 mod minilm;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 struct Fixed(Vec<f32>);
 

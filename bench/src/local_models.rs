@@ -26,10 +26,8 @@ use store::knowledge::KbInput;
 
 mod minilm;
 
-/// The gateway's allocator: model inference allocates large tensors per layer, and the system
-/// allocator returns them to the kernel (page faults on every op) where mimalloc reuses them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 #[derive(Parser)]
 struct Args {

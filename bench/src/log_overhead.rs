@@ -11,10 +11,8 @@
 //! The full-path figure (the gateway under load with `GATEWAY_REQUEST_LOG=on` vs `off`) comes
 //! from `bench/run.sh`; this isolates the log from the noise of the HTTP path.
 
-// The gateway's allocator: this stage runs inside it, and glibc malloc alone was a fifth
-// of the log path's CPU here.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 #[path = "procfs.rs"]
 #[allow(

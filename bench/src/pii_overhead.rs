@@ -7,10 +7,8 @@
 //! backtracking limits. Each prompt is cloned per iteration (as a request's body would be
 //! parsed fresh); the clone's cost is measured alone and subtracted. The budget is 20 µs per KB.
 
-// The gateway's allocator: this stage runs inside it, and glibc malloc alone was a fifth
-// of the log path's CPU here.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -11,10 +11,8 @@
 //! strategy, fallbacks for every class, and four routing rules (metadata, tokens, a time window
 //! in a time zone, spend) none of which matches, so every rule is evaluated.
 
-// The gateway's allocator: this stage runs inside it, and glibc malloc alone was a fifth
-// of the log path's CPU here.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 #[path = "procfs.rs"]
 #[allow(

@@ -18,10 +18,8 @@
 //! visible at this resolution. CPU time comes from `/proc/self/stat` (10 ms ticks, so the
 //! iterations are many); wall time from the monotonic clock.
 
-// The gateway's allocator: this stage runs inside it, and glibc malloc alone was a fifth
-// of the log path's CPU here.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "allocator.rs"]
+mod allocator;
 
 #[path = "procfs.rs"]
 #[allow(

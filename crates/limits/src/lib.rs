@@ -38,8 +38,7 @@
 //! script, so this needs a standalone Redis (or a cluster with all keys in one slot).
 //! The script works in float microseconds and admits with a slack of half an interval, at most
 //! 1 ms, so that rounding never denies the last cell of a burst and no cell comes more than
-//! 1 ms early (half an interval let a 60 RPM key admit its 61st request after 0.5 s);
-//! in-process arithmetic is exact.
+//! 1 ms early; in-process arithmetic is exact.
 //!
 //! # Degraded mode
 //!

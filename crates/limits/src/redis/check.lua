@@ -5,7 +5,10 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
-local stored, after, interval, slack = {}, {}, {}, {}
+-- Slack for float rounding (TATs near 1.8e15 µs round to 0.125 µs per write), so the last
+-- cell of a burst is never denied; at most 1 ms, so no cell comes more than 1 ms early.
+local function slack(T) return math.min(T / 2, 1000) end
+local stored, after, interval = {}, {}, {}
 local denied, worst = 0, -1
 for i = 1, n do
   local limit = tonumber(ARGV[3 * i - 2])
@@ -13,9 +16,6 @@ for i = 1, n do
   local cost = tonumber(ARGV[3 * i])
   local T = period / limit
   interval[i] = T
-  -- Slack for float rounding (TATs near 1.8e15 µs round to 0.125 µs per write), so the last
-  -- cell of a burst is never denied; at most 1 ms, so a cell is never more than 1 ms early.
-  slack[i] = math.min(T / 2, 1000)
   -- The same key twice in one request: the second sees the first's spending.
   local lag, kept = nil, nil
   for j = 1, i - 1 do
@@ -32,7 +32,7 @@ for i = 1, n do
   end
   stored[i] = kept
   local next_lag = lag + cost * T
-  if next_lag > period + slack[i] then
+  if next_lag > period + slack(T) then
     after[i] = lag
     local wait = next_lag - period
     if wait > worst then worst, denied = wait, i end
@@ -58,7 +58,7 @@ local out = {denied, math.ceil(math.max(worst, 0))}
 for i = 1, n do
   local period = tonumber(ARGV[3 * i - 1])
   local limit = tonumber(ARGV[3 * i - 2])
-  local remaining = math.floor((period + slack[i] - shown[i]) / interval[i])
+  local remaining = math.floor((period + slack(interval[i]) - shown[i]) / interval[i])
   if remaining < 0 then remaining = 0 end
   if remaining > limit then remaining = limit end
   out[#out + 1] = remaining
