@@ -8,12 +8,14 @@
 //! booleans are read through `columns`. Where a backend needs different SQL (pgvector,
 //! FTS5), a repository branches on [`Store::backend`] and still runs through the same pool.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::migrations;
+use crate::request_log::sqlite_writer::SqliteLogWriter;
 use crate::{Keyring, StoreError};
 
 /// Which database a [`Store`] talks to.
@@ -39,6 +41,18 @@ impl Backend {
     }
 }
 
+/// Every SQLite connection's settings: a writer waits up to 5 s for the lock before
+/// `SQLITE_BUSY`; each connection has its own page cache, emptied whenever another connection
+/// writes, while mapped pages are shared and need no copy; statement journals (multi-row
+/// writes) stay off the disk.
+pub(crate) const SQLITE_PRAGMAS: [&str; 5] = [
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA mmap_size = 268435456",
+    "PRAGMA temp_store = MEMORY",
+];
+
 /// SQLite allows one writer at a time; more connections only serve concurrent readers.
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 const POSTGRES_MAX_CONNECTIONS: u32 = 16;
@@ -50,6 +64,8 @@ pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
     pub(crate) keys: Arc<arc_swap::ArcSwap<Keyring>>,
+    /// SQLite only: the request log's own writer connection (see its module).
+    pub(crate) log_writer: Option<Arc<SqliteLogWriter>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -70,21 +86,21 @@ impl Store {
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|_| StoreError::Invalid("database URL cannot be parsed".into()))?;
+        let mut log_writer = None;
         let pool = match backend {
             Backend::Sqlite => {
+                let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                    .map_err(|_| StoreError::Invalid("database URL cannot be parsed".into()))?
+                    .get_filename()
+                    .to_path_buf();
+                log_writer = Some(Arc::new(SqliteLogWriter::new(path)));
                 let pool = AnyPoolOptions::new()
                     .max_connections(SQLITE_MAX_CONNECTIONS)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
-                            // A writer waits up to 5 s for the lock before `SQLITE_BUSY`.
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            conn.execute("PRAGMA busy_timeout = 5000").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
-                            // Each connection has its own page cache, emptied whenever another
-                            // connection writes; mapped pages are shared and need no copy.
-                            conn.execute("PRAGMA mmap_size = 268435456").await?;
-                            // Statement journals (multi-row writes) stay off the disk.
-                            conn.execute("PRAGMA temp_store = MEMORY").await?;
+                            for pragma in SQLITE_PRAGMAS {
+                                conn.execute(pragma).await?;
+                            }
                             Ok(())
                         })
                     })
@@ -104,6 +120,7 @@ impl Store {
             pool,
             backend,
             keys: Arc::new(arc_swap::ArcSwap::from_pointee(keys)),
+            log_writer,
         })
     }
 

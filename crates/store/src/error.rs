@@ -24,6 +24,15 @@ pub enum StoreError {
     /// Any other database or migration failure.
     #[error("database: {0}")]
     Database(#[source] sqlx::Error),
+    /// A failure of the request log's own SQLite connection.
+    #[error("database: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

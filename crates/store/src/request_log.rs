@@ -8,6 +8,7 @@
 //! at query time ([`metadata`]): filters and grouping by a metadata key cost the writer nothing.
 
 pub mod metadata;
+pub(crate) mod sqlite_writer;
 
 use std::borrow::Borrow;
 
@@ -183,7 +184,7 @@ impl Table {
 }
 
 /// The rollup key of a group: (table, span `h`/`d`, period start, key 1, key 2).
-type RollupKey = (Table, char, i64, String, String);
+type RollupKey<'a> = (Table, char, i64, &'a str, &'a str);
 
 #[derive(Default)]
 struct RollupAdd {
@@ -212,16 +213,65 @@ impl RollupAdd {
 
 /// A row's hour, consumer (`""` for none), model (the one that answered, else the one asked
 /// for) and provider.
-fn rollup_dims(r: &LogRow) -> (i64, String, String, String) {
+fn rollup_dims(r: &LogRow) -> (i64, &str, &str, &str) {
     (
         r.created_at.div_euclid(HOUR_MS) * HOUR_MS,
-        r.consumer_id.clone().unwrap_or_default(),
+        r.consumer_id.as_deref().unwrap_or_default(),
         r.model
-            .clone()
-            .or_else(|| r.model_requested.clone())
+            .as_deref()
+            .or(r.model_requested.as_deref())
             .unwrap_or_default(),
-        r.provider.clone().unwrap_or_default(),
+        r.provider.as_deref().unwrap_or_default(),
     )
+}
+
+/// What a batch adds to each rollup group: every row counts in its hour and its day, by
+/// consumer and by model-provider.
+fn rollup_adds<'a>(
+    rows: impl IntoIterator<Item = &'a LogRow>,
+) -> std::collections::BTreeMap<RollupKey<'a>, RollupAdd> {
+    let mut adds: std::collections::BTreeMap<RollupKey<'a>, RollupAdd> = Default::default();
+    for r in rows {
+        let (hour, consumer, model, provider) = rollup_dims(r);
+        let day = hour.div_euclid(DAY_MS) * DAY_MS;
+        for key in [
+            (Table::Consumer, 'h', hour, consumer, ""),
+            (Table::Consumer, 'd', day, consumer, ""),
+            (Table::Model, 'h', hour, model, provider),
+            (Table::Model, 'd', day, model, provider),
+        ] {
+            adds.entry(key).or_default().add(r);
+        }
+    }
+    adds
+}
+
+/// The additive upsert of `values` (placeholder tuples) into a rollup table.
+fn rollup_upsert_sql(table: Table, values: &str) -> String {
+    let (name, keys) = (table.name(), table.keys());
+    let buckets: String = (0..12).map(|i| format!(", b{i}")).collect();
+    let updates: String = (0..12)
+        .map(|i| format!(", b{i} = {name}.b{i} + excluded.b{i}"))
+        .collect();
+    format!(
+        "INSERT INTO {name} (span, at, {keys}, requests, errors, prompt_tokens, completion_tokens, \
+         cached_tokens, cost_picos, latency_ms_sum{buckets}) VALUES {values} \
+         ON CONFLICT (span, at, {keys}) DO UPDATE SET \
+         requests = {name}.requests + excluded.requests, errors = {name}.errors + excluded.errors, \
+         prompt_tokens = {name}.prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = {name}.completion_tokens + excluded.completion_tokens, \
+         cached_tokens = {name}.cached_tokens + excluded.cached_tokens, \
+         cost_picos = {name}.cost_picos + excluded.cost_picos, \
+         latency_ms_sum = {name}.latency_ms_sum + excluded.latency_ms_sum{updates}"
+    )
+}
+
+/// Placeholders per rollup row: span, at, the keys, seven sums and twelve buckets.
+fn rollup_width(table: Table) -> usize {
+    match table {
+        Table::Consumer => 22,
+        Table::Model => 23,
+    }
 }
 
 /// Adds groups to one rollup table in one statement.
@@ -229,36 +279,19 @@ async fn upsert_rollups(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
     table: Table,
-    chunk: &[&(RollupKey, RollupAdd)],
+    chunk: &[&(RollupKey<'_>, RollupAdd)],
 ) -> Result<(), StoreError> {
-    let width = match table {
-        Table::Consumer => 22,
-        Table::Model => 23,
-    };
-    let (name, keys) = (table.name(), table.keys());
-    let buckets: String = (0..12).map(|i| format!(", b{i}")).collect();
-    let updates: String = (0..12)
-        .map(|i| format!(", b{i} = {name}.b{i} + excluded.b{i}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {name} (span, at, {keys}, requests, errors, prompt_tokens, completion_tokens, \
-         cached_tokens, cost_picos, latency_ms_sum{buckets}) VALUES {} \
-         ON CONFLICT (span, at, {keys}) DO UPDATE SET \
-         requests = {name}.requests + excluded.requests, errors = {name}.errors + excluded.errors, \
-         prompt_tokens = {name}.prompt_tokens + excluded.prompt_tokens, \
-         completion_tokens = {name}.completion_tokens + excluded.completion_tokens, \
-         cached_tokens = {name}.cached_tokens + excluded.cached_tokens, \
-         cost_picos = {name}.cost_picos + excluded.cost_picos, \
-         latency_ms_sum = {name}.latency_ms_sum + excluded.latency_ms_sum{updates}",
-        placeholders(backend, chunk.len(), width)
+    let sql = rollup_upsert_sql(
+        table,
+        &placeholders(backend, chunk.len(), rollup_width(table)),
     );
     // Only table and column names (constants) and placeholders are interpolated.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for entry in chunk {
         let ((_, span, at, k1, k2), a) = (&entry.0, &entry.1);
-        q = q.bind(span.to_string()).bind(*at).bind(k1.clone());
+        q = q.bind(span.to_string()).bind(*at).bind(k1.to_string());
         if table == Table::Model {
-            q = q.bind(k2.clone());
+            q = q.bind(k2.to_string());
         }
         q = q
             .bind(a.requests)
@@ -494,12 +527,18 @@ impl Where {
 impl Store {
     /// Writes a batch of rows and their rollups in one transaction. A row whose request id is
     /// already logged is skipped (and not counted twice).
-    pub async fn insert_logs<R: Borrow<LogRow> + Sync>(
+    pub async fn insert_logs<R: Borrow<LogRow> + Clone + Send + Sync + 'static>(
         &self,
         rows: &[R],
     ) -> Result<usize, StoreError> {
         if rows.is_empty() {
             return Ok(0);
+        }
+        if let Some(writer) = &self.log_writer {
+            let (writer, rows) = (writer.clone(), rows.to_vec());
+            return tokio::task::spawn_blocking(move || writer.insert(&rows))
+                .await
+                .map_err(|_| StoreError::Invalid("the request log writer stopped".into()))?;
         }
         let all: Vec<&LogRow> = rows.iter().map(Borrow::borrow).collect();
         // Nearly always every row is new: insert without asking. Only a batch retried after
@@ -598,19 +637,7 @@ impl Store {
                 return Ok(None);
             }
         }
-        let mut adds: std::collections::BTreeMap<RollupKey, RollupAdd> = Default::default();
-        for &r in rows {
-            let (hour, consumer, model, provider) = rollup_dims(r);
-            let day = hour.div_euclid(DAY_MS) * DAY_MS;
-            for key in [
-                (Table::Consumer, 'h', hour, consumer.clone(), String::new()),
-                (Table::Consumer, 'd', day, consumer, String::new()),
-                (Table::Model, 'h', hour, model.clone(), provider.clone()),
-                (Table::Model, 'd', day, model, provider),
-            ] {
-                adds.entry(key).or_default().add(r);
-            }
-        }
+        let adds = rollup_adds(rows.iter().copied());
         let adds: Vec<_> = adds.into_iter().collect();
         for table in [Table::Consumer, Table::Model] {
             let mine: Vec<_> = adds.iter().filter(|(k, _)| k.0 == table).collect();
