@@ -40,6 +40,10 @@ pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
 /// Usage records waiting for the writer; past this a record is written inline by its task.
 const QUEUE: usize = 16_384;
 const BATCH: usize = 512;
+/// How long the usage writer waits for a fuller batch. Settlement never delays a response, and
+/// period totals and limits are corrected in memory at once; what waits is the record and the
+/// end of its wallet hold (a flush ends the wait).
+const LINGER: Duration = Duration::from_millis(25);
 
 #[derive(Clone)]
 struct Sub {
@@ -150,7 +154,8 @@ impl Accounts {
 /// retried record by record so one bad record cannot take the others with it.
 async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut jobs, BATCH).await > 0 {
+    let flush = |j: &Job| matches!(j, Job::Flush(_));
+    while crate::batch::fill(&mut rx, &mut jobs, BATCH, LINGER, flush).await > 0 {
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
         for j in jobs.drain(..) {

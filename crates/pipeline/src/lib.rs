@@ -32,6 +32,7 @@
 pub mod account;
 pub mod admission;
 pub mod backend;
+mod batch;
 pub mod edge;
 pub mod egress;
 pub mod embeddings;

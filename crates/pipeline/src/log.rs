@@ -188,21 +188,8 @@ impl RequestLog {
 
 async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>, counters: Arc<LogCounters>) {
     let mut jobs = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut jobs, BATCH).await > 0 {
-        // Linger for a fuller batch: a commit per few rows would cost more than the rows (a
-        // flush request, or a full batch, ends the wait at once).
-        let until = tokio::time::Instant::now() + LINGER;
-        loop {
-            let flushing = jobs.iter().any(|j| matches!(j, Job::Flush(_)));
-            if flushing || jobs.len() >= BATCH {
-                break;
-            }
-            let room = BATCH - jobs.len();
-            match tokio::time::timeout_at(until, rx.recv_many(&mut jobs, room)).await {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
-        }
+    let flush = |j: &Job| matches!(j, Job::Flush(_));
+    while crate::batch::fill(&mut rx, &mut jobs, BATCH, LINGER, flush).await > 0 {
         let mut rows = Vec::with_capacity(jobs.len());
         let mut flushes = Vec::new();
         for j in jobs.drain(..) {

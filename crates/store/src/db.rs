@@ -7,6 +7,8 @@
 //! floats, text, bytes, bool): timestamps are i64 milliseconds, ids and JSON are text, and
 //! booleans are read through `columns`. Where a backend needs different SQL (pgvector,
 //! FTS5), a repository branches on [`Store::backend`] and still runs through the same pool.
+//! One exception, for speed: the request log's writer on SQLite (`request_log::sqlite_writer`)
+//! runs the pool path's SQL on a connection of its own.
 
 use std::str::FromStr;
 use std::sync::Arc;
