@@ -63,11 +63,17 @@ mod tests {
             let _ = tx.send(i).await;
         }
         let started = tokio::time::Instant::now();
-        assert_eq!(fill(&mut rx, &mut jobs, 8, Duration::from_secs(10), |_| false).await, 8);
+        assert_eq!(
+            fill(&mut rx, &mut jobs, 8, Duration::from_secs(10), |_| false).await,
+            8
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
         // Closed and empty: 0.
         drop(tx);
         jobs.clear();
-        assert_eq!(fill(&mut rx, &mut jobs, 8, Duration::from_secs(1), |_| false).await, 0);
+        assert_eq!(
+            fill(&mut rx, &mut jobs, 8, Duration::from_secs(1), |_| false).await,
+            0
+        );
     }
 }
