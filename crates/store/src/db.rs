@@ -154,9 +154,13 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
+    /// Closes the pool (waiting for connections in use to be returned) and the log writer's
+    /// connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(w) = &self.log_writer {
+            w.close();
+        }
     }
 
     /// Starts a transaction for a read-then-write change. On SQLite it takes the write lock up

@@ -68,6 +68,13 @@ impl SqliteLogWriter {
         Ok(written?)
     }
 
+    /// Closes the connection (a later batch opens a new one).
+    pub(crate) fn close(&self) {
+        if let Ok(mut slot) = self.conn.lock() {
+            slot.take();
+        }
+    }
+
     fn open(&self) -> Result<Connection, rusqlite::Error> {
         let conn = Connection::open_with_flags(
             &self.path,
