@@ -199,6 +199,22 @@ struct RollupAdd {
 }
 
 impl RollupAdd {
+    /// The values a rollup row binds after its keys: seven sums, then the twelve buckets.
+    fn values(&self) -> [i64; 19] {
+        let mut v = [0; 19];
+        v[..7].copy_from_slice(&[
+            self.requests,
+            self.errors,
+            self.prompt,
+            self.completion,
+            self.cached,
+            self.cost,
+            self.latency,
+        ]);
+        v[7..].copy_from_slice(&self.buckets);
+        v
+    }
+
     fn add(&mut self, r: &LogRow) {
         self.requests += 1;
         self.errors += i64::from(r.is_error());
@@ -293,16 +309,8 @@ async fn upsert_rollups(
         if table == Table::Model {
             q = q.bind(k2.to_string());
         }
-        q = q
-            .bind(a.requests)
-            .bind(a.errors)
-            .bind(a.prompt)
-            .bind(a.completion)
-            .bind(a.cached)
-            .bind(a.cost)
-            .bind(a.latency);
-        for b in a.buckets {
-            q = q.bind(b);
+        for v in a.values() {
+            q = q.bind(v);
         }
     }
     q.execute(&mut **tx).await?;

@@ -12,7 +12,7 @@ use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, ToSql, TransactionBehavior, params};
 
 use super::{COLUMNS, LogRow, Table, WIDTH, rollup_adds, rollup_upsert_sql, rollup_width};
 use crate::batch::placeholders;
@@ -142,28 +142,17 @@ impl SqliteLogWriter {
             for ((table, span, at, k1, k2), a) in rollup_adds(new.iter().copied()) {
                 let mut buf = [0; 4];
                 let span: &str = span.encode_utf8(&mut buf);
-                let sums = [
-                    a.requests,
-                    a.errors,
-                    a.prompt,
-                    a.completion,
-                    a.cached,
-                    a.cost,
-                    a.latency,
-                ];
-                let b = a.buckets;
-                match table {
-                    Table::Consumer => consumer.execute(params![
-                        span, at, k1, sums[0], sums[1], sums[2], sums[3], sums[4], sums[5],
-                        sums[6], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-                        b[11],
-                    ])?,
-                    Table::Model => model.execute(params![
-                        span, at, k1, k2, sums[0], sums[1], sums[2], sums[3], sums[4], sums[5],
-                        sums[6], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-                        b[11],
-                    ])?,
+                let (stmt, keys): (_, &[&dyn ToSql]) = match table {
+                    Table::Consumer => (&mut consumer, &[&span, &at, &k1]),
+                    Table::Model => (&mut model, &[&span, &at, &k1, &k2]),
                 };
+                let values = a.values();
+                let row: Vec<&dyn ToSql> = keys
+                    .iter()
+                    .copied()
+                    .chain(values.iter().map(|v| v as &dyn ToSql))
+                    .collect();
+                stmt.execute(row.as_slice())?;
             }
         }
         tx.commit()?;
