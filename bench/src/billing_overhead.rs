@@ -141,11 +141,11 @@ async fn run(iterations: u64, dir: &std::path::Path) -> anyhow::Result<()> {
             };
             let usage = Usage::new(14, 30, None);
             let (c0, w0) = (cpu()?, Instant::now());
-            let chain = |lane: u64| {
+            let chain = |_lane: u64| {
                 let (caller, wants) = (&caller, &wants);
                 async move {
                     for i in 0..n / LANES {
-                        let id = format!("{path}-{lane}-{i}-{}", w0.elapsed().as_nanos());
+                        let id = pipeline::edge::next_request_id();
                         let acct = match account::admit(gw, snap, caller, &id, wants).await {
                             Ok(a) => a,
                             Err(e) => bail!("admission refused: {e}"),
@@ -211,16 +211,23 @@ async fn run(iterations: u64, dir: &std::path::Path) -> anyhow::Result<()> {
         BUDGET_NS / 1e3,
         added / 1e3
     );
-    let rows = store
-        .list_usage(Some(&consumer.id), 0, i64::MAX, 10)
+    // Every request's record must be written, or the figures above would flatter the writer.
+    let sent = 3 * LANES * (iterations / 10 / LANES + iterations / LANES);
+    let written: i64 = store
+        .usage_lines(&consumer.id, 0, i64::MAX)
         .await?
-        .len();
+        .iter()
+        .map(|l| l.requests)
+        .sum();
+    let reserved = store
+        .wallet(&consumer.id, billing::WalletUnit::Usd)
+        .await?
+        .reserved;
     println!(
-        "- usage records written: {rows}+ (sampled), wallet reserved after the run: {}",
-        store
-            .wallet(&consumer.id, billing::WalletUnit::Usd)
-            .await?
-            .reserved
+        "- usage records written: {written} of {sent}; wallet reserved after the run: {reserved}"
     );
+    if u64::try_from(written).ok() != Some(sent) || reserved != 0 {
+        bail!("records lost or holds left over");
+    }
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! account dropped without settling (the consumer left before the answer) releases its hold.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use crate::state::Gateway;
 const MEMO_TTL: Duration = Duration::from_secs(1);
 /// The worst-case output of a request that names no maximum.
 pub const DEFAULT_MAX_OUTPUT: u64 = 4096;
-/// Usage records waiting for the writer; past this a record is written inline by its task.
+/// Usage records waiting for the writer; past this a record waits in a task of its own.
 const QUEUE: usize = 16_384;
 const BATCH: usize = 512;
 /// How long the usage writer waits for a fuller batch. Settlement never delays a response, and
@@ -79,6 +80,8 @@ pub struct Accounts {
     /// (subscription, period start) → tokens used, as of the last look plus local settlements.
     periods: Mutex<HashMap<(String, i64), Memo<i64>>>,
     writer: OnceLock<mpsc::Sender<Job>>,
+    /// Records waiting for room in a full writer queue.
+    overflow: Arc<AtomicUsize>,
     holds: OnceLock<mpsc::Sender<HoldJob>>,
 }
 
@@ -99,13 +102,18 @@ impl Accounts {
         }
     }
 
-    /// Waits until every usage record queued so far is written (shutdown, tests).
+    /// Waits until every usage record settled so far is written (shutdown, tests), including
+    /// those still waiting for room in the queue.
     pub async fn flush(&self) {
-        if let Some(tx) = self.writer.get() {
-            let (done, wait) = oneshot::channel();
-            if tx.send(Job::Flush(done)).await.is_ok() {
-                let _ = wait.await;
-            }
+        let Some(tx) = self.writer.get() else { return };
+        // An overflowing record leaves the count once it is in the queue, so a flush sent
+        // after the count reaches zero is behind every one of them.
+        while self.overflow.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (done, wait) = oneshot::channel();
+        if tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 
@@ -742,13 +750,19 @@ impl Account {
         if let Some(key) = &self.sub {
             gw.accounts.period_tokens_local(key, as_i64(tokens.total()));
         }
-        let job = Job::Record(Box::new(u));
-        if let Err(mpsc::error::TrySendError::Full(Job::Record(u))) =
-            gw.accounts.writer(&store).try_send(job)
+        let writer = gw.accounts.writer(&store);
+        if let Err(mpsc::error::TrySendError::Full(job)) = writer.try_send(Job::Record(Box::new(u)))
         {
-            // The writer is behind: this record is written by its own task instead of waiting.
+            // The writer is behind: this record waits for room in its task. Writing it alone
+            // would take a transaction per record from the writer's batches, which are the only
+            // way to catch up.
+            let (writer, overflow) = (writer.clone(), gw.accounts.overflow.clone());
+            overflow.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(async move {
-                record_with_retry(&store, &u).await;
+                if let Err(mpsc::error::SendError(Job::Record(u))) = writer.send(job).await {
+                    record_with_retry(&store, &u).await;
+                }
+                overflow.fetch_sub(1, Ordering::AcqRel);
             });
         }
         cost

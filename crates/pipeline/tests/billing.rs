@@ -860,3 +860,61 @@ async fn a_function_backends_reported_usage_is_billed() {
     env.assert_settled().await;
     assert_eq!(env.wallet().await.balance, 9_000_000);
 }
+
+/// A burst that outruns the usage writer (more records settled at once than its queue holds)
+/// loses no record: the ones past the queue wait for room and a flush waits for them.
+#[tokio::test]
+async fn a_burst_past_the_writer_queue_loses_no_usage_record() {
+    use pipeline::account::{self, Outcome, Wants};
+    let env = start(None).await;
+    let (mut parts, ()) = ok(axum::http::Request::builder()
+        .method("POST")
+        .uri("/paid/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", env.key))
+        .body(()))
+    .into_parts();
+    parts
+        .extensions
+        .insert(axum::extract::ConnectInfo(SocketAddr::from((
+            [127, 0, 0, 1],
+            50_000,
+        ))));
+    let snap = env.gw.snapshot();
+    let caller = ok(pipeline::edge::auth::admit(&env.gw, &snap, &parts).await);
+    let count = || 10;
+    let wants = Wants {
+        model: "gpt-4o",
+        prompt_tokens: &count,
+        max_output: Some(16),
+        stream: false,
+        free: false,
+    };
+    // Settlement never waits, so nothing drains the queue until this loop is done.
+    const BURST: usize = 20_000;
+    for _ in 0..BURST {
+        let id = pipeline::edge::next_request_id();
+        let acct = ok(account::admit(&env.gw, &snap, &caller, &id, &wants).await);
+        acct.settle(
+            &env.gw,
+            &snap.prices,
+            Outcome {
+                status: 200,
+                provider: Some("openai"),
+                model: Some("gpt-4o"),
+                usage: Some(wire::openai::Usage::new(10, 5, None)),
+                delivered_chunks: 0,
+                attempts: &[],
+            },
+        );
+    }
+    assert!(env.gw.accounts.queued() > 16_000, "the queue never filled");
+    env.gw.accounts.flush().await;
+    let lines = ok(env.store.usage_lines(&env.consumer, 0, i64::MAX).await);
+    let written: i64 = lines.iter().map(|l| l.requests).sum();
+    assert_eq!(written, i64::try_from(BURST).unwrap_or(i64::MAX));
+    let tokens: i64 = lines
+        .iter()
+        .map(|l| l.prompt_tokens + l.completion_tokens)
+        .sum();
+    assert_eq!(tokens, 15 * i64::try_from(BURST).unwrap_or(i64::MAX));
+}
