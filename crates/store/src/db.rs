@@ -64,6 +64,10 @@ const POSTGRES_MAX_CONNECTIONS: u32 = 16;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// Where write transactions run: on SQLite one connection of its own, so they queue here
+    /// instead of spinning on the database lock, and its page cache stays warm (a connection
+    /// drops its cache whenever another one has written).
+    write_pool: AnyPool,
     backend: Backend,
     pub(crate) keys: Arc<arc_swap::ArcSwap<Keyring>>,
     /// SQLite only: the request log's own writer connection (see its module).
@@ -89,37 +93,46 @@ impl Store {
             .parse()
             .map_err(|_| StoreError::Invalid("database URL cannot be parsed".into()))?;
         let mut log_writer = None;
-        let pool = match backend {
+        let (pool, write_pool) = match backend {
             Backend::Sqlite => {
                 let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)
                     .map_err(|_| StoreError::Invalid("database URL cannot be parsed".into()))?
                     .get_filename()
                     .to_path_buf();
                 log_writer = Some(Arc::new(SqliteLogWriter::new(path)));
-                let pool = AnyPoolOptions::new()
-                    .max_connections(SQLITE_MAX_CONNECTIONS)
-                    .after_connect(|conn, _meta| {
-                        Box::pin(async move {
-                            for pragma in SQLITE_PRAGMAS {
-                                conn.execute(pragma).await?;
-                            }
-                            Ok(())
+                let sqlite = |connections: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(connections)
+                        .after_connect(|conn, _meta| {
+                            Box::pin(async move {
+                                // A new, empty database stores its journal mode with its first
+                                // write, made by whichever connection writes first: each one
+                                // asks for WAL (a no-op once the file has it).
+                                conn.execute("PRAGMA journal_mode = WAL").await?;
+                                for pragma in SQLITE_PRAGMAS {
+                                    conn.execute(pragma).await?;
+                                }
+                                Ok(())
+                            })
                         })
-                    })
-                    .connect_with(options)
-                    .await?;
+                        .connect_with(options.clone())
+                };
+                let pool = sqlite(SQLITE_MAX_CONNECTIONS).await?;
                 enable_wal(&pool).await?;
-                pool
+                let write_pool = sqlite(1).await?;
+                (pool, write_pool)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(POSTGRES_MAX_CONNECTIONS)
                     .connect_with(options)
-                    .await?
+                    .await?;
+                (pool.clone(), pool)
             }
         };
         Ok(Store {
             pool,
+            write_pool,
             backend,
             keys: Arc::new(arc_swap::ArcSwap::from_pointee(keys)),
             log_writer,
@@ -158,6 +171,7 @@ impl Store {
     /// connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.write_pool.close().await;
         if let Some(w) = &self.log_writer {
             w.close();
         }
@@ -171,12 +185,12 @@ impl Store {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        Ok(self.pool.begin_with(begin).await?)
+        Ok(self.write_pool.begin_with(begin).await?)
     }
 }
 
-/// WAL lets readers proceed while one writer commits. The mode is stored in the database file,
-/// so it is set once here rather than on every connection (switching needs an exclusive lock).
+/// WAL lets readers proceed while one writer commits. Every connection asks for it as it
+/// opens; this checks that the database took it (switching needs an exclusive lock).
 async fn enable_wal(pool: &AnyPool) -> Result<(), StoreError> {
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(pool)
