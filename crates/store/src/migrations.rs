@@ -72,6 +72,12 @@ const STEPS: &[Step] = &[
         sqlite: include_str!("../migrations/sqlite/0009_knowledge.sql"),
         postgres: include_str!("../migrations/postgres/0009_knowledge.sql"),
     },
+    Step {
+        version: 10,
+        description: "lighter_holds",
+        sqlite: include_str!("../migrations/sqlite/0010_lighter_holds.sql"),
+        postgres: include_str!("../migrations/postgres/0010_lighter_holds.sql"),
+    },
 ];
 
 /// The migrator for `backend`, with every step in version order.

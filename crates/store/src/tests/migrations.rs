@@ -10,7 +10,7 @@ async fn migrations_are_idempotent() -> TestResult {
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
             .fetch_one(&store.pool)
             .await?;
-        assert_eq!(applied, 9, "{:?}", store.backend());
+        assert_eq!(applied, 10, "{:?}", store.backend());
         assert!(store.list_providers().await?.is_empty());
     }
     b.finish().await
@@ -29,7 +29,7 @@ async fn concurrent_first_migrations_both_succeed() -> TestResult {
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
             .fetch_one(&one.pool)
             .await?;
-        assert_eq!(applied, 9, "{:?}", one.backend());
+        assert_eq!(applied, 10, "{:?}", one.backend());
         one.close().await;
         two.close().await;
         drop_database(url).await?;
@@ -44,7 +44,7 @@ async fn sqlite_uses_wal_foreign_keys_and_a_busy_timeout() -> TestResult {
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&store.pool)
             .await?;
-        assert_eq!(mode, "wal");
+        assert_eq!(mode, "wal", "journal mode");
         let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
             .fetch_one(&store.pool)
             .await?;
