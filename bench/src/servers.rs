@@ -36,7 +36,7 @@ impl Server {
     /// `emulator --port 0 --chunks N --key K --threads 1 --record false` on `core`.
     pub fn emulator(bin: &Path, core: usize, chunks: usize) -> anyhow::Result<Server> {
         let scratch = scratch_dir("emulator")?;
-        let mut cmd = pinned(core, bin);
+        let mut cmd = pinned(&core.to_string(), bin);
         cmd.args([
             "--port",
             "0",
@@ -58,20 +58,35 @@ impl Server {
     /// `gateway start` on `core`, with a fresh data directory and a config file whose only model
     /// routes to the emulator at `upstream`.
     pub fn gateway(bin: &Path, core: usize, upstream: SocketAddr) -> anyhow::Result<Server> {
+        Server::gateway_with(bin, &core.to_string(), upstream, "", |_| Ok(()))
+    }
+
+    /// `gateway start` on the cores `cpus` (a taskset list such as `0,1`), its config the
+    /// bench's plus `extra_yaml`, after `prepare` has run on its empty data directory.
+    pub fn gateway_with(
+        bin: &Path,
+        cpus: &str,
+        upstream: SocketAddr,
+        extra_yaml: &str,
+        prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Server> {
         let scratch = scratch_dir("gateway")?;
         let config = scratch.join("bench.yaml");
-        std::fs::write(&config, gateway_config(upstream))
+        std::fs::write(&config, gateway_config(upstream) + extra_yaml)
             .context("cannot write the gateway config")?;
+        let data = scratch.join("data");
+        std::fs::create_dir_all(&data).context("cannot create the data directory")?;
+        prepare(&data)?;
         let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("cannot find a free port for the admin API")?
             .port();
-        let mut cmd = pinned(core, bin);
+        let mut cmd = pinned(cpus, bin);
         cmd.arg("start")
             .env("GATEWAY_PORT", "0")
             .env("GATEWAY_ADMIN_PORT", admin_port.to_string())
             .env("GATEWAY_BIND", "127.0.0.1")
-            .env("GATEWAY_DATA_DIR", scratch.join("data"))
+            .env("GATEWAY_DATA_DIR", &data)
             .env("GATEWAY_CONFIG", &config)
             .env("GATEWAY_LOG", "warn")
             .env("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -91,28 +106,10 @@ impl Server {
     /// Issues a gateway key through the admin API on `127.0.0.1:admin_port`: the bench calls the
     /// gateway as a consumer does, so key auth is part of what it measures.
     pub async fn issue_key(admin_port: u16) -> anyhow::Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let body = r#"{"label":"bench"}"#;
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
-            .await
-            .context("cannot reach the gateway's admin API")?;
-        let req = format!(
-            "POST /admin/keys HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut resp = Vec::new();
-        tokio::time::timeout(START_TIMEOUT, s.read_to_end(&mut resp))
-            .await
-            .context("the admin API did not answer")??;
-        let text = String::from_utf8_lossy(&resp);
-        let (head, json) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        if !head.starts_with("HTTP/1.1 201") {
-            bail!("creating a gateway key failed: {head}");
+        let (status, v) = admin(admin_port, "POST", "/admin/keys", br#"{"label":"bench"}"#).await?;
+        if status != 201 {
+            bail!("creating a gateway key failed: {status} {v}");
         }
-        let v: serde_json::Value =
-            serde_json::from_str(json).context("the key answer is not JSON")?;
         v["key"]
             .as_str()
             .map(str::to_string)
@@ -123,6 +120,39 @@ impl Server {
     pub fn log_tail(&self) -> String {
         log_tail(&self.scratch)
     }
+}
+
+/// One admin API call on `127.0.0.1:admin_port` with the bench's token: the status and the
+/// JSON answer (`null` when the body is not JSON).
+pub async fn admin(
+    admin_port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
+        .await
+        .context("cannot reach the gateway's admin API")?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut resp = Vec::new();
+    tokio::time::timeout(START_TIMEOUT, s.read_to_end(&mut resp))
+        .await
+        .context("the admin API did not answer")??;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, json) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {head}"))?;
+    Ok((status, serde_json::from_str(json).unwrap_or_default()))
 }
 
 impl Drop for Server {
@@ -180,10 +210,10 @@ fn gateway_config(upstream: SocketAddr) -> String {
     )
 }
 
-/// `taskset -c CORE BIN` (taskset execs the binary, so the child's pid is the server's).
-fn pinned(core: usize, bin: &Path) -> Command {
+/// `taskset -c CPUS BIN` (taskset execs the binary, so the child's pid is the server's).
+fn pinned(cpus: &str, bin: &Path) -> Command {
     let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(core.to_string()).arg(bin);
+    cmd.arg("-c").arg(cpus).arg(bin);
     cmd
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Map of the crate:
 //! - [`db`]: [`Store::connect`] picks the backend from the URL, opens a pool (SQLite in WAL mode
-//!   with foreign keys and a busy timeout), runs migrations, and opens write transactions.
+//!   with foreign keys and a busy timeout), runs migrations, and opens write transactions (on
+//!   SQLite on a one-connection pool of their own).
 //!   Why one `Any` pool and not an enum of pools is written there.
 //! - `migrations`: the schema history, embedded from `migrations/{sqlite,postgres}/`.
 //! - [`crypto`]: [`Cipher`] (AES-256-GCM, each ciphertext bound to its row) and the
