@@ -175,24 +175,20 @@ async fn main() -> anyhow::Result<()> {
         v.sort_by(|a, b| a.total_cmp(b));
         v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
     };
+    let spread =
+        |v: &mut Vec<f64>| format!("p50 {:.2} ms, p99 {:.2} ms", pct(v, 0.5), pct(v, 0.99));
     println!(
-        "kb-retrieval chunks={chunks} queries={queries}: search p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; vector scan alone p50 {:.2} ms, p99 {:.2} ms; full text alone p50 {:.2} ms, p99 {:.2} ms",
-        pct(&mut times, 0.5),
-        pct(&mut times, 0.99),
+        "kb-retrieval chunks={chunks} queries={queries}: search {}, max {:.2} ms; vector scan alone {}; full text alone {}",
+        spread(&mut times),
         pct(&mut times, 1.0),
-        pct(&mut vector_ms, 0.5),
-        pct(&mut vector_ms, 0.99),
-        pct(&mut text_ms, 0.5),
-        pct(&mut text_ms, 0.99),
+        spread(&mut vector_ms),
+        spread(&mut text_ms),
     );
     println!(
-        "  inside a retrieval: question embedded p50 {:.2} ms, p99 {:.2} ms; embedding and full text both done p50 {:.2} ms, p99 {:.2} ms; vector scan + fusion + rows p50 {:.2} ms, p99 {:.2} ms",
-        pct(&mut embed_ms, 0.5),
-        pct(&mut embed_ms, 0.99),
-        pct(&mut joined_ms, 0.5),
-        pct(&mut joined_ms, 0.99),
-        pct(&mut after_ms, 0.5),
-        pct(&mut after_ms, 0.99),
+        "  inside a retrieval: question embedded {}; embedding and full text both done {}; vector scan + fusion + rows {}",
+        spread(&mut embed_ms),
+        spread(&mut joined_ms),
+        spread(&mut after_ms),
     );
     Ok(())
 }

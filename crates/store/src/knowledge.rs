@@ -731,7 +731,7 @@ impl Store {
                 // `ORDER BY rank` (bm25 with default weights, as `bm25()`), not `ORDER BY
                 // bm25(...)`: FTS5 then ranks and sorts the matches itself and the tenant filter,
                 // which reads each row's content, stops once the limit is met instead of running
-                // for every match (kb-retrieval: full-text p99 22 → ~7 ms at 100,000 chunks).
+                // for every match (kb-retrieval: full-text p99 22 → 11 ms at 100,000 chunks).
                 sqlx::query(
                     "SELECT rowid AS id, -rank AS score FROM kb_chunks_fts \
                      WHERE kb_chunks_fts MATCH $1 AND kb_id = $2 ORDER BY rank LIMIT $3",
