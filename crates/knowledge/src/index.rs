@@ -32,6 +32,7 @@ fn quantise(row: &[f32], out: &mut Vec<i8>) -> f32 {
     scale
 }
 
+#[inline(always)]
 fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let mut acc = [0i32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -131,13 +132,14 @@ impl VectorIndex {
         let deep = RESCORE.max(k * 4);
         let mut qq = Vec::with_capacity(self.dim);
         let qscale = quantise(query, &mut qq);
-        let candidates = top(
-            self.q8
-                .chunks_exact(self.dim)
-                .zip(&self.scales)
-                .map(|(v, s)| dot_i8(&qq, v) as f32 * s * qscale),
-            deep,
-        );
+        // Compiled for AVX-512 and AVX2 too and picked at run time: at SSE2, the build's
+        // baseline, this pass is bound by instructions, not by memory.
+        let candidates = pulp::Arch::new().dispatch(Scan {
+            index: self,
+            query: &qq,
+            scale: qscale,
+            keep: deep,
+        });
         // Pass 2: exact f32 scores for those.
         let mut best: Vec<(f32, usize)> = candidates
             .into_iter()
@@ -154,8 +156,41 @@ impl VectorIndex {
     }
 }
 
+/// The int8 pass of [`VectorIndex::search`]: the `keep` rows whose approximate score with
+/// `query` (quantised, `scale`) is highest. [`pulp`] compiles `with_simd` once per instruction
+/// set, with everything it calls inlined, and runs the best the CPU has.
+struct Scan<'a> {
+    index: &'a VectorIndex,
+    query: &'a [i8],
+    scale: f32,
+    keep: usize,
+}
+
+impl pulp::WithSimd for Scan<'_> {
+    type Output = Vec<(f32, usize)>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+        let Scan {
+            index,
+            query,
+            scale,
+            keep,
+        } = self;
+        top(
+            index
+                .q8
+                .chunks_exact(index.dim)
+                .zip(&index.scales)
+                .map(|(v, s)| dot_i8(query, v) as f32 * s * scale),
+            keep,
+        )
+    }
+}
+
 /// The `k` best `(score, position)` of `scores`, best first. A small sorted buffer beats a
 /// heap for the few hundred kept here.
+#[inline(always)]
 fn top(scores: impl Iterator<Item = f32>, k: usize) -> Vec<(f32, usize)> {
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     let mut floor = f32::NEG_INFINITY;
